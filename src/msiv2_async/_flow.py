@@ -1,0 +1,126 @@
+"""The MSI v2 protocol as sans-IO generators (in the style of ``httpx.Auth.auth_flow``).
+
+Each generator yields an effect (:mod:`._effects`), is sent its result, and returns a value. It reads
+no clock, opens no socket and starts no thread, so every decision here is unit-testable step by step;
+:class:`msiv2_async.MsiV2Client` drives it with httpx, anyio and the key backend.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Generator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from . import _binding, _csr, _imds, _sts
+from ._effects import Attest, Effect, HttpResponse, OpenKey, Sign
+from ._errors import BackendError
+from ._models import Binding, ManagedIdentity, MtlsPopToken, PlatformMetadata, RsaPublicNumbers
+
+Flow = Generator[Effect, Any, Any]
+KEY_NAME_PREFIX = "MsiV2AsyncKey_"
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    """What the flow needs to know about its environment, resolved by the driver."""
+
+    imds_endpoint: str
+    identity: ManagedIdentity
+    allowed_token_hosts: tuple[str, ...]
+    backend_name: str
+    attestation: bool
+    verify_binding: bool = True
+
+
+def key_name(client_id: str) -> str:
+    """The per-identity key name: the prefix plus the client id, unsafe characters replaced."""
+    return (KEY_NAME_PREFIX + re.sub(r"[^A-Za-z0-9_-]", "_", client_id))[:90]
+
+
+def platform_metadata(
+    settings: FlowSettings, correlation_id: str
+) -> Generator[Effect, Any, PlatformMetadata]:
+    """``getplatformmetadata``, validated."""
+    response: HttpResponse = yield _imds.metadata_request(
+        settings.imds_endpoint, settings.identity, correlation_id
+    )
+    _imds.check_response(response, endpoint=_imds.METADATA, correlation_id=correlation_id)
+    return _imds.parse_metadata(response)
+
+
+def mint_binding(
+    settings: FlowSettings, metadata: PlatformMetadata, correlation_id: str, now: datetime
+) -> Generator[Effect, Any, Binding]:
+    """Key, CSR, optional attestation, ``issuecredential``, and the checks that make the result usable."""
+    key: RsaPublicNumbers = yield OpenKey(key_name(metadata.client_id))
+    info = _csr.request_info(
+        client_id=metadata.client_id, tenant_id=metadata.tenant_id, cu_id=metadata.cu_id, key=key
+    )
+    signature: bytes = yield Sign(info)
+    csr = _csr.wire_form(_csr.assemble(info, signature))
+    attestation_token: str | None = None
+    if settings.attestation:
+        attestation_token = yield Attest(metadata.attestation_endpoint, metadata.client_id)
+        if not attestation_token:
+            raise BackendError(
+                f"backend {settings.backend_name!r} returned no attestation token; "
+                "refusing to request an unattested certificate when attestation was asked for"
+            )
+    response: HttpResponse = yield _imds.issue_credential_request(
+        settings.imds_endpoint, settings.identity, correlation_id, csr, attestation_token
+    )
+    _imds.check_response(response, endpoint=_imds.ISSUE_CREDENTIAL, correlation_id=correlation_id)
+    issued = _imds.parse_issued_credential(response)
+    certificate = _binding.certificate_for_key(
+        issued.certificate_der, key, backend=settings.backend_name, now=now
+    )
+    endpoint = _sts.token_endpoint(
+        issued.mtls_authentication_endpoint, issued.tenant_id, settings.allowed_token_hosts
+    )
+    return Binding(
+        certificate=certificate,
+        client_id=issued.client_id,
+        tenant_id=issued.tenant_id,
+        token_endpoint=endpoint,
+        attested=attestation_token is not None,
+    )
+
+
+def request_token(
+    settings: FlowSettings,
+    binding: Binding,
+    scope: str,
+    correlation_id: str,
+    requested_at: datetime,
+    claims: str | None = None,
+) -> Generator[Effect, Any, MtlsPopToken]:
+    """The mTLS token request; the answer validated and, unless disabled, its binding checked."""
+    response: HttpResponse = yield _sts.token_request(binding, scope, correlation_id, claims)
+    _sts.raise_for_error(response, correlation_id)
+    token = _sts.parse_token_response(response)
+    if settings.verify_binding:
+        _binding.verify_token_binding(token.access_token, binding.certificate)
+    expires_on = requested_at + timedelta(seconds=token.expires_in)
+    refresh_on = requested_at + timedelta(seconds=token.refresh_in) if token.refresh_in is not None else None
+    return MtlsPopToken(
+        access_token=token.access_token,
+        token_type=token.token_type,
+        expires_on=int(expires_on.timestamp()),
+        refresh_on=int(refresh_on.timestamp()) if refresh_on is not None else None,
+        scope=scope,
+        binding_certificate=binding.certificate,
+        correlation_id=correlation_id,
+    )
+
+
+def acquire(
+    settings: FlowSettings, scope: str, correlation_id: str, now: datetime, claims: str | None = None
+) -> Generator[Effect, Any, MtlsPopToken]:
+    """The whole flow of PROTOCOL.md §0: metadata, key, CSR, certificate, token."""
+    metadata = yield from platform_metadata(settings, correlation_id)
+    binding = yield from mint_binding(settings, metadata, correlation_id, now)
+    return (
+        yield from request_token(settings, binding, _sts.normalize_scope(scope), correlation_id, now, claims)
+    )

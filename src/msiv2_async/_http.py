@@ -1,0 +1,95 @@
+"""Performing :class:`HttpRequest` effects with httpx: size caps, timeouts, typed transport errors."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+
+import httpx
+
+from ._effects import HttpRequest, HttpResponse
+from ._errors import ImdsError, ImdsUnreachableError, MalformedResponseError, MsiV2Error, TokenRequestError
+from ._json import MAX_BODY_BYTES
+
+_log = logging.getLogger("msiv2_async.http")
+
+
+def imds_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """The IMDS client: never a proxy, never a redirect. Blocking (it builds an SSLContext)."""
+    return httpx.AsyncClient(
+        transport=transport or httpx.AsyncHTTPTransport(retries=0),
+        trust_env=False,
+        follow_redirects=False,
+    )
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _transport_error(request: HttpRequest, exc: httpx.TransportError, correlation_id: str) -> MsiV2Error:
+    reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if request.target == "imds":
+        error_type = (
+            ImdsUnreachableError if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout) else ImdsError
+        )
+        return error_type(
+            f"no usable answer from IMDS {request.endpoint} ({reason}); is this an Azure VM, "
+            "and is AZURE_POD_IDENTITY_AUTHORITY_HOST right if set?",
+            endpoint=request.endpoint,
+            correlation_id=correlation_id,
+        )
+    if _caused_by(exc, ssl.SSLCertVerificationError):
+        reason += (
+            "; the STS certificate did not verify (add its CA with ca_bundle= or $MSIV2_ASYNC_CA_BUNDLE)"
+        )
+    return TokenRequestError(
+        f"the mTLS token request could not be completed ({reason})", correlation_id=correlation_id
+    )
+
+
+async def send(client: httpx.AsyncClient, request: HttpRequest, correlation_id: str) -> HttpResponse:
+    """Send ``request`` and read at most 1 MiB of its body; translate transport failures to our errors."""
+    timeout = httpx.Timeout(
+        connect=request.connect_timeout,
+        read=request.read_timeout,
+        write=request.read_timeout,
+        pool=request.connect_timeout,
+    )
+    started = time.perf_counter()
+    try:
+        async with client.stream(
+            request.method, request.url, headers=dict(request.headers), content=request.body, timeout=timeout
+        ) as response:
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise MalformedResponseError(
+                        f"{request.endpoint} response exceeds {MAX_BODY_BYTES} bytes",
+                        endpoint=request.endpoint,
+                    )
+    except httpx.TransportError as exc:
+        raise _transport_error(request, exc, correlation_id) from exc
+    except httpx.DecodingError:
+        raise MalformedResponseError(
+            f"{request.endpoint} response has an invalid content encoding", endpoint=request.endpoint
+        ) from None
+    _log.debug(
+        "%s %s -> %d in %.1f ms (request id %s)",
+        request.method,
+        request.url.split("?")[0],
+        response.status_code,
+        (time.perf_counter() - started) * 1000,
+        correlation_id,
+    )
+    headers = {name.lower(): value for name, value in response.headers.items()}
+    return HttpResponse(status=response.status_code, headers=headers, body=bytes(body))
