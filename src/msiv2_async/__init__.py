@@ -3,6 +3,9 @@
 >>> token = await acquire_token("https://vault.azure.net")   # doctest: +SKIP
 """
 
+from ._api import aclose_default_clients, acquire_token, default_client
+from ._clock import Clock, FakeClock, SystemClock
+from ._driver import Step
 from ._errors import (
     BackendError,
     BackendNotFoundError,
@@ -20,8 +23,9 @@ from ._errors import (
     UntrustedEndpointError,
 )
 from ._models import BindingCertificate, ManagedIdentity, MtlsPopToken
+from ._store import BindingStore, FileBindingStore, PersistedBinding
 from .backends import BackendInfo, KeyBackend, SoftwareBackend, available_backends, get_backend
-from .client import DEFAULT_SCOPE, MsiV2Client, Step, acquire_token
+from .client import DEFAULT_SCOPE, MsiV2Client
 
 __version__ = "0.1.0"
 
@@ -32,8 +36,12 @@ __all__ = [
     "BackendNotFoundError",
     "BindingCertificate",
     "BindingMismatchError",
+    "BindingStore",
     "CertificateIssuanceError",
+    "Clock",
     "ConfigurationError",
+    "FakeClock",
+    "FileBindingStore",
     "ImdsError",
     "ImdsUnreachableError",
     "ImdsV2NotSupportedError",
@@ -45,12 +53,16 @@ __all__ = [
     "MsiV2TimeoutError",
     "MsiV2UnavailableError",
     "MtlsPopToken",
+    "PersistedBinding",
     "SoftwareBackend",
     "Step",
+    "SystemClock",
     "TokenRequestError",
     "UntrustedEndpointError",
     "__version__",
+    "aclose_default_clients",
     "acquire_token",
     "available_backends",
+    "default_client",
     "get_backend",
 ]

@@ -18,7 +18,6 @@ from ._effects import Attest, Effect, HttpResponse, OpenKey, Sign
 from ._errors import BackendError
 from ._models import Binding, ManagedIdentity, MtlsPopToken, PlatformMetadata, RsaPublicNumbers
 
-Flow = Generator[Effect, Any, Any]
 KEY_NAME_PREFIX = "MsiV2AsyncKey_"
 
 
@@ -37,6 +36,19 @@ class FlowSettings:
 def key_name(client_id: str) -> str:
     """The per-identity key name: the prefix plus the client id, unsafe characters replaced."""
     return (KEY_NAME_PREFIX + re.sub(r"[^A-Za-z0-9_-]", "_", client_id))[:90]
+
+
+def refresh_delay(expires_in: int, refresh_in: int | None) -> int:
+    """Seconds until a token should be refreshed.
+
+    The STS's ``refresh_in`` when sent; else half the lifetime for lifetimes of 2 h or more; else
+    5 minutes before expiry (never negative).
+    """
+    if refresh_in is not None:
+        return min(refresh_in, expires_in)
+    if expires_in >= 7200:
+        return expires_in // 2
+    return max(expires_in - 300, 0)
 
 
 def platform_metadata(
@@ -103,24 +115,30 @@ def request_token(
     if settings.verify_binding:
         _binding.verify_token_binding(token.access_token, binding.certificate)
     expires_on = requested_at + timedelta(seconds=token.expires_in)
-    refresh_on = requested_at + timedelta(seconds=token.refresh_in) if token.refresh_in is not None else None
+    refresh_on = requested_at + timedelta(seconds=refresh_delay(token.expires_in, token.refresh_in))
     return MtlsPopToken(
         access_token=token.access_token,
         token_type=token.token_type,
         expires_on=int(expires_on.timestamp()),
-        refresh_on=int(refresh_on.timestamp()) if refresh_on is not None else None,
+        refresh_on=int(refresh_on.timestamp()),
         scope=scope,
         binding_certificate=binding.certificate,
         correlation_id=correlation_id,
     )
 
 
+def new_binding(
+    settings: FlowSettings, correlation_id: str, now: datetime
+) -> Generator[Effect, Any, Binding]:
+    """Platform metadata, then a freshly minted binding certificate."""
+    metadata = yield from platform_metadata(settings, correlation_id)
+    return (yield from mint_binding(settings, metadata, correlation_id, now))
+
+
 def acquire(
     settings: FlowSettings, scope: str, correlation_id: str, now: datetime, claims: str | None = None
 ) -> Generator[Effect, Any, MtlsPopToken]:
     """The whole flow of PROTOCOL.md §0: metadata, key, CSR, certificate, token."""
-    metadata = yield from platform_metadata(settings, correlation_id)
-    binding = yield from mint_binding(settings, metadata, correlation_id, now)
-    return (
-        yield from request_token(settings, binding, _sts.normalize_scope(scope), correlation_id, now, claims)
-    )
+    scope = _sts.normalize_scope(scope)  # a bad scope fails before any request or key operation
+    binding = yield from new_binding(settings, correlation_id, now)
+    return (yield from request_token(settings, binding, scope, correlation_id, now, claims))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
+from collections.abc import Callable
 
 import httpx
 
@@ -15,24 +16,47 @@ from ._json import MAX_BODY_BYTES
 _log = logging.getLogger("msiv2_async.http")
 
 
-def imds_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
-    """The IMDS client: never a proxy, never a redirect. Blocking (it builds an SSLContext)."""
+def imds_client(
+    tls_context: Callable[[], ssl.SSLContext], transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """The IMDS client: never a proxy, never a redirect. Blocking (``tls_context`` may load CA files)."""
     return httpx.AsyncClient(
-        transport=transport or httpx.AsyncHTTPTransport(retries=0),
+        transport=transport or httpx.AsyncHTTPTransport(verify=tls_context(), retries=0),
         trust_env=False,
         follow_redirects=False,
     )
 
 
-def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+CLIENT_CERTIFICATE_REJECTED = "client_certificate_rejected"
+_CLIENT_CERTIFICATE_ALERTS = frozenset(
+    {
+        "SSLV3_ALERT_BAD_CERTIFICATE",
+        "SSLV3_ALERT_CERTIFICATE_EXPIRED",
+        "SSLV3_ALERT_CERTIFICATE_REVOKED",
+        "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
+        "TLSV1_ALERT_UNKNOWN_CA",
+        "TLSV1_ALERT_ACCESS_DENIED",
+        "TLSV1_ALERT_DECRYPT_ERROR",
+        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
+    }
+)
+
+
+def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
     seen: BaseException | None = exc
     for _ in range(10):
-        if seen is None:
-            return False
-        if isinstance(seen, kind):
-            return True
+        if seen is None or isinstance(seen, kind):
+            return seen
         seen = seen.__cause__ or seen.__context__
-    return False
+    return None
+
+
+def _client_certificate_alert(exc: BaseException) -> bool:
+    """The server's TLS alert says it refused our client certificate (not that we refused its)."""
+    cause = _cause(exc, ssl.SSLError)
+    if cause is None or isinstance(cause, ssl.SSLCertVerificationError):
+        return False
+    return getattr(cause, "reason", None) in _CLIENT_CERTIFICATE_ALERTS
 
 
 def _transport_error(request: HttpRequest, exc: httpx.TransportError, correlation_id: str) -> MsiV2Error:
@@ -47,7 +71,13 @@ def _transport_error(request: HttpRequest, exc: httpx.TransportError, correlatio
             endpoint=request.endpoint,
             correlation_id=correlation_id,
         )
-    if _caused_by(exc, ssl.SSLCertVerificationError):
+    if _client_certificate_alert(exc):
+        return TokenRequestError(
+            f"the STS rejected our client certificate in the TLS handshake ({reason})",
+            error=CLIENT_CERTIFICATE_REJECTED,
+            correlation_id=correlation_id,
+        )
+    if _cause(exc, ssl.SSLCertVerificationError) is not None:
         reason += (
             "; the STS certificate did not verify (add its CA with ca_bundle= or $MSIV2_ASYNC_CA_BUNDLE)"
         )

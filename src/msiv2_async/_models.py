@@ -151,7 +151,7 @@ class MtlsPopToken:
     access_token: str = field(repr=False)
     token_type: str
     expires_on: int
-    refresh_on: int | None
+    refresh_on: int
     scope: str
     binding_certificate: BindingCertificate
     correlation_id: str

@@ -124,6 +124,15 @@ def _error_codes(obj: Mapping[str, Any]) -> tuple[int, ...]:
     return ()
 
 
+def rejects_certificate(error: TokenRequestError) -> bool:
+    """The STS refused our binding certificate; worth one re-mint.
+
+    That is ``invalid_client`` (any error codes, incl. 1000610-1000614), AADSTS1000901, or a TLS
+    alert against our client certificate; never a failure to verify the STS's own certificate.
+    """
+    return error.error in ("invalid_client", "client_certificate_rejected") or 1000901 in error.error_codes
+
+
 def raise_for_error(response: HttpResponse, correlation_id: str) -> None:
     """Turn a non-200 STS answer into :class:`TokenRequestError` carrying the OAuth fields."""
     if response.status == 200:

@@ -28,10 +28,13 @@ from . import _binding
 from ._errors import MsiV2Error
 from ._models import MtlsPopToken
 from ._redact import fingerprint
-from .client import DEFAULT_SCOPE, MsiV2Client, Step
+from ._driver import Step
+from .client import DEFAULT_SCOPE, MsiV2Client
 
 DEFAULT_RESOURCE_URL = "https://mtlstb.graph.microsoft.com/v1.0/applications?$top=5"
 _STEP_TITLES = {
+    "imds_setup": "IMDS HTTP client",
+    "mtls_setup": "mTLS context with the issued certificate",
     "getplatformmetadata": "Platform metadata (IMDS getplatformmetadata)",
     "key": "Binding key (open or create)",
     "csr_sign": "CSR signed with the binding key",
@@ -61,6 +64,7 @@ class Report:
     cnf_thumbprint: str | None = None
     resource_status: int | None = None
     resource_body: str | None = None
+    cache: dict[str, int] = field(default_factory=dict)
 
     def as_json(self, *, show_full_token: bool) -> dict[str, Any]:
         """The ``--json`` object."""
@@ -80,6 +84,7 @@ class Report:
             "token_fingerprint": fingerprint(token.access_token) if token else None,
             "resource_status": self.resource_status,
             "steps": [{"name": s.name, "ms": round(s.milliseconds, 2)} for s in self.steps],
+            "cache": self.cache,
         }
         if show_full_token and token:
             result["access_token"] = token.access_token
@@ -214,6 +219,7 @@ async def run_token(options: argparse.Namespace, client_kwargs: dict[str, Any], 
             await _call_resource(client, token, options.resource_url, report)
             observe(Step("resource", (time.perf_counter() - started) * 1000))
             progress.line(f"    resource answered HTTP {report.resource_status}")
+        report.cache = client.cache_stats
 
 
 def _client_kwargs(options: argparse.Namespace) -> dict[str, Any]:

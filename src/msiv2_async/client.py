@@ -1,59 +1,51 @@
-"""``MsiV2Client``: the async driver that runs the sans-IO flow with httpx, anyio and a key backend."""
+"""``MsiV2Client``: caches, single-flight and deadlines around the sans-IO flow."""
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 import uuid
-from collections.abc import Callable, Generator, Iterable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
-import anyio.to_thread
 import httpx
+from anyio.abc import TaskGroup
 
-from . import _flow, _http, _imds, _sts
-from ._effects import Attest, Effect, HttpRequest, OpenKey, Sign
-from ._errors import BackendError, ConfigurationError, MsiV2Error, MsiV2TimeoutError
+from . import _binding, _flow, _imds, _sts
+from ._cache import CachePolicy, CacheStats, TokenCache, TokenKey
+from ._clock import Clock, SystemClock, utc
+from ._driver import EffectRunner, Step
+from ._effects import OpenKey
+from ._errors import (
+    CertificateIssuanceError,
+    ConfigurationError,
+    MsiV2Error,
+    MsiV2TimeoutError,
+    TokenRequestError,
+    UntrustedEndpointError,
+)
 from ._models import Binding, BindingCertificate, ManagedIdentity, MtlsPopToken
 from ._redact import fingerprint
 from ._resource import ResourceGuardTransport
+from ._singleflight import SingleFlight
+from ._store import CACHE_DIR_ENV, BindingStore, FileBindingStore, PersistedBinding
 from .backends import KeyBackend, TlsSettings, get_backend
 
 DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
 DEFAULT_TIMEOUT = 120.0
+DEFAULT_FAILURE_CACHE_SECONDS = 5.0
 CA_BUNDLE_ENV = "MSIV2_ASYNC_CA_BUNDLE"
 
 T = TypeVar("T")
 _log = logging.getLogger("msiv2_async.client")
 
 
-@dataclass(frozen=True)
-class Step:
-    """One timed step of an acquisition, reported to a ``step_observer``."""
-
-    name: str
-    milliseconds: float
-
-
-def _step_name(effect: Effect) -> str:
-    if isinstance(effect, HttpRequest):
-        return effect.endpoint
-    if isinstance(effect, OpenKey):
-        return "key"
-    if isinstance(effect, Sign):
-        return "csr_sign"
-    return "attest"
-
-
 class MsiV2Client:
     """Acquires mtls_pop tokens through Managed Identity v2; one instance per identity and event loop.
 
-    Use it as an async context manager (or call :meth:`aclose`). Every argument has a default:
+    Arguments (all optional):
 
     - ``client_id`` / ``object_id`` / ``resource_id``: a user-assigned identity (at most one);
       system-assigned otherwise.
@@ -64,7 +56,15 @@ class MsiV2Client:
     - ``allowed_token_hosts``: host patterns added to ``*.mtlsauth.microsoft.com``
       (and ``$MSIV2_ASYNC_ALLOWED_TOKEN_HOSTS``).
     - ``timeout``: overall deadline of one :meth:`acquire_token`, in seconds.
+    - ``cache_dir``: opt-in persistent cache of key and certificate shared by processes
+      (``$MSIV2_ASYNC_CACHE_DIR``); or ``store``: any :class:`BindingStore`.
+    - ``renewal_fraction``: share of a certificate's lifetime after which it is renewed (default 0.5).
+    - ``failure_cache_seconds``: how long a failed flight's error is replayed to new callers (default 5).
+    - ``clock``: the time source of every cache decision (tests pass a fake one).
     - ``step_observer``: called with each timed :class:`Step` (key, csr_sign, getplatformmetadata, ...).
+
+    Enter it with ``async with`` to get background refresh (otherwise a due token is refreshed by the
+    caller that notices it, and the old token is returned if that fails).
     """
 
     def __init__(
@@ -80,6 +80,11 @@ class MsiV2Client:
         allowed_token_hosts: Iterable[str] | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
         verify_binding: bool = True,
+        cache_dir: str | None = None,
+        store: BindingStore | None = None,
+        renewal_fraction: float = 0.5,
+        failure_cache_seconds: float = DEFAULT_FAILURE_CACHE_SECONDS,
+        clock: Clock | None = None,
         imds_transport: httpx.AsyncBaseTransport | None = None,
         step_observer: Callable[[Step], None] | None = None,
         environ: Mapping[str, str] | None = None,
@@ -91,41 +96,85 @@ class MsiV2Client:
             self.identity = ManagedIdentity.user_assigned(
                 client_id=client_id, object_id=object_id, resource_id=resource_id
             )
-        self._backend = get_backend(backend, env)
-        if attestation and not self._backend.supports_attestation:
+        backend_instance = get_backend(backend, env)
+        if attestation and not backend_instance.supports_attestation:
             raise ConfigurationError(
-                f"attestation was required but backend {self._backend.name!r} cannot attest"
+                f"attestation was required but backend {backend_instance.name!r} cannot attest"
             )
         self._settings = _flow.FlowSettings(
             imds_endpoint=_imds.resolve_endpoint(imds_endpoint, env),
             identity=self.identity,
             allowed_token_hosts=_sts.allowed_token_hosts(allowed_token_hosts, env),
-            backend_name=self._backend.name,
-            attestation=self._backend.supports_attestation if attestation is None else attestation,
+            backend_name=backend_instance.name,
+            attestation=backend_instance.supports_attestation if attestation is None else attestation,
             verify_binding=verify_binding,
         )
-        self._tls = TlsSettings(ca_bundle=ca_bundle or env.get(CA_BUNDLE_ENV) or None)
+        try:
+            self._policy = CachePolicy(renewal_fraction=renewal_fraction)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
+        self._store = store or self._file_store(cache_dir or env.get(CACHE_DIR_ENV), backend_instance)
+        tls = TlsSettings(ca_bundle=ca_bundle or env.get(CA_BUNDLE_ENV) or None)
+        self._runner = EffectRunner(
+            backend_instance, tls, self._settings.imds_endpoint, imds_transport, step_observer
+        )
         self._timeout = timeout
-        self._imds_transport = imds_transport
-        self._imds: httpx.AsyncClient | None = None
-        self._sts_clients: dict[str, httpx.AsyncClient] = {}
-        self._step_observer = step_observer
+        self._clock: Clock = clock or SystemClock()
+        self._binding: Binding | None = None
+        self._tokens = TokenCache()
+        self._mints: SingleFlight[str, Binding] = SingleFlight(self._clock, failure_cache_seconds)
+        self._token_flights: SingleFlight[tuple[str, str | None], MtlsPopToken] = SingleFlight(
+            self._clock, failure_cache_seconds
+        )
+        self._stats = CacheStats()
+        self._task_group: TaskGroup | None = None
         self._closed = False
 
+    @staticmethod
+    def _file_store(directory: str | None, backend: KeyBackend) -> BindingStore | None:
+        if not directory:
+            return None
+        store = FileBindingStore(directory)
+        use_key_directory = getattr(backend, "use_key_directory", None)
+        if callable(use_key_directory):
+            use_key_directory(store.directory)
+        return store
+
     def __repr__(self) -> str:
-        return f"MsiV2Client(identity={self.identity.describe()}, backend={self._backend.name!r})"
+        return f"MsiV2Client(identity={self.identity.describe()}, backend={self.backend.name!r})"
 
     @property
     def backend(self) -> KeyBackend:
         """The key backend in use."""
-        return self._backend
+        return self._runner.backend
 
     @property
     def imds_endpoint(self) -> str:
         """The resolved IMDS base URL."""
         return self._settings.imds_endpoint
 
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`aclose`."""
+        return self._closed
+
+    @property
+    def cache_stats(self) -> dict[str, int]:
+        """Cache hits, misses, flights, mints and refreshes so far."""
+        return self._stats.as_dict()
+
+    @property
+    def _slot(self) -> str:
+        attested = "1" if self._settings.attestation else "0"
+        return (
+            f"{self.identity.describe()}#att={attested}#backend={self.backend.name}#imds={self.imds_endpoint}"
+        )
+
     async def __aenter__(self) -> MsiV2Client:
+        self._check_open()
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
         return self
 
     async def __aexit__(
@@ -137,55 +186,54 @@ class MsiV2Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every HTTP client and release the backend's key. Idempotent."""
+        """Cancel background refreshes, close every HTTP client, release the key. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        with anyio.CancelScope(shield=True):
-            clients = [*self._sts_clients.values(), *([self._imds] if self._imds else [])]
-            self._sts_clients.clear()
-            self._imds = None
-            for client in clients:
-                await client.aclose()
-            await anyio.to_thread.run_sync(self._backend.close)
+        task_group, self._task_group = self._task_group, None
+        if task_group is not None:
+            task_group.cancel_scope.cancel()
+            await task_group.__aexit__(None, None, None)
+        self._tokens.clear()
+        self._binding = None
+        await self._runner.aclose()
 
     async def close(self) -> None:
         """Alias of :meth:`aclose` (the Azure SDK name)."""
         await self.aclose()
 
     async def acquire_token(
-        self, scope: str = DEFAULT_SCOPE, *, claims: str | None = None, timeout: float | None = None
+        self,
+        scope: str = DEFAULT_SCOPE,
+        *,
+        claims: str | None = None,
+        force_refresh: bool = False,
+        timeout: float | None = None,
     ) -> MtlsPopToken:
-        """Run the whole MSI v2 flow and return an mtls_pop token bound to a fresh certificate.
+        """An mtls_pop token for ``scope``, from the cache when one may be served.
 
-        ``scope`` is a resource (``https://vault.azure.net``) or a ``.default`` scope; ``claims`` is
-        passed to the STS; ``timeout`` overrides the client's deadline for this call.
+        ``scope`` is a resource (``https://vault.azure.net``) or a ``.default`` scope. ``claims``
+        (sent to the STS) and ``force_refresh`` bypass the cache. ``timeout`` overrides the client's
+        deadline for this call.
         """
         self._check_open()
-        correlation_id = str(uuid.uuid4())
-        deadline = self._timeout if timeout is None else timeout
-        flow = _flow.acquire(self._settings, scope, correlation_id, datetime.now(timezone.utc), claims)
-        try:
-            with anyio.fail_after(deadline):
-                token = await self._drive(flow, correlation_id)
-        except TimeoutError as exc:
-            if isinstance(exc, MsiV2Error):
-                raise
-            raise MsiV2TimeoutError(
-                f"acquire_token did not finish within {deadline} s (request id {correlation_id}); "
-                "IMDS or the STS is slow or unreachable"
-            ) from None
-        _log.info(
-            "acquired %s token for %s (identity %s, certificate %s, expires_on %d, token %s, request id %s)",
-            token.token_type,
-            token.scope,
-            self.identity.describe(),
-            token.binding_certificate.thumbprint_sha256,
-            token.expires_on,
-            fingerprint(token.access_token),
-            correlation_id,
-        )
-        return token
+        scope = _sts.normalize_scope(scope)
+        if not (claims or force_refresh):
+            cached, due = self._from_cache(scope)
+            if cached is not None:
+                if due and self._task_group is None:
+                    return await self._refresh_inline(scope, cached, timeout)
+                return cached
+        self._stats.misses += 1
+        if force_refresh:
+            self._token_flights.forget_failure((scope, claims))
+        return await self._with_deadline(lambda: self._token_flight(scope, claims), timeout)
+
+    async def get_binding_certificate(self, *, timeout: float | None = None) -> BindingCertificate:
+        """The current binding certificate, minting one if needed (no token is requested)."""
+        self._check_open()
+        binding = await self._with_deadline(self._current_binding, timeout)
+        return binding.certificate
 
     async def resource_client(self, token: MtlsPopToken, **httpx_kwargs: Any) -> httpx.AsyncClient:
         """An httpx client that calls resources over mTLS with ``token``'s certificate and header.
@@ -194,9 +242,7 @@ class MsiV2Client:
         IMDS); redirects are not followed. The caller owns the client and closes it.
         """
         self._check_open()
-        inner = await anyio.to_thread.run_sync(
-            self._backend.mtls_transport, token.binding_certificate.der, self._tls
-        )
+        inner = await self._runner.mtls_transport(token.binding_certificate.der)
         headers = httpx.Headers(httpx_kwargs.pop("headers", None))
         headers["Authorization"] = token.authorization_header()
         return httpx.AsyncClient(
@@ -211,75 +257,201 @@ class MsiV2Client:
         if self._closed:
             raise MsiV2Error("this MsiV2Client is closed; create a new one")
 
-    async def _drive(self, flow: Generator[Effect, Any, T], correlation_id: str) -> T:
-        result: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                effect = flow.throw(error) if error is not None else flow.send(result)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            result, error = None, None
-            started = time.perf_counter()
-            try:
-                result = await self._perform(effect, correlation_id)
-            except MsiV2Error as exc:
-                error = exc
-            if self._step_observer is not None:
-                self._step_observer(Step(_step_name(effect), (time.perf_counter() - started) * 1000))
-
-    async def _perform(self, effect: Effect, correlation_id: str) -> Any:
-        if isinstance(effect, HttpRequest):
-            client = await self._client_for(effect)
-            return await _http.send(client, effect, correlation_id)
+    async def _with_deadline(self, work: Callable[[], Awaitable[T]], timeout: float | None) -> T:
+        deadline = self._timeout if timeout is None else timeout
         try:
-            if isinstance(effect, OpenKey):
-                return await anyio.to_thread.run_sync(self._backend.open_key, effect.key_name)
-            if isinstance(effect, Sign):
-                return await anyio.to_thread.run_sync(self._backend.sign, effect.data)
-            return await anyio.to_thread.run_sync(self._attest, effect)
-        except MsiV2Error:
-            raise
+            with anyio.fail_after(deadline):
+                return await work()
+        except TimeoutError as exc:
+            if isinstance(exc, MsiV2Error):
+                raise
+            raise MsiV2TimeoutError(
+                f"acquire_token did not finish within {deadline} s; IMDS or the STS is slow or unreachable"
+            ) from None
+
+    def _token_key(self, scope: str, binding: Binding) -> TokenKey:
+        return TokenKey(
+            identity=self.identity,
+            scope=scope,
+            token_type=_sts.TOKEN_TYPE,
+            attested=binding.attested,
+            certificate_thumbprint=binding.certificate.thumbprint_sha256,
+        )
+
+    def _from_cache(self, scope: str) -> tuple[MtlsPopToken | None, bool]:
+        """A servable cached token and whether it is due for refresh (which this call then starts)."""
+        binding = self._binding
+        entry = self._tokens.get(self._token_key(scope, binding)) if binding else None
+        now = self._clock.time()
+        if binding is None or entry is None or not self._policy.token_usable(entry.token, now):
+            return None, False
+        due = self._policy.token_due(entry.token, now) or self._policy.certificate_due(binding, now)
+        if not due:
+            self._stats.hits += 1
+            return entry.token, False
+        self._stats.stale_hits += 1
+        if not self._policy.may_retry_refresh(
+            entry, self._clock.monotonic()
+        ) or self._token_flights.in_flight((scope, None)):
+            return entry.token, False
+        entry.last_refresh_attempt = self._clock.monotonic()
+        if self._task_group is not None:
+            self._task_group.start_soon(self._refresh_in_background, scope)
+        return entry.token, True
+
+    async def _refresh_in_background(self, scope: str) -> None:
+        try:
+            await self._with_deadline(lambda: self._token_flight(scope, None), None)
+            self._stats.background_refreshes += 1
         except Exception as exc:
-            raise BackendError(
-                f"backend {self._backend.name!r} failed during {_step_name(effect)}: {type(exc).__name__}"
-            ) from exc
-
-    def _attest(self, effect: Attest) -> str | None:
-        return self._backend.attest(endpoint=effect.endpoint, client_id=effect.client_id)
-
-    async def _client_for(self, request: HttpRequest) -> httpx.AsyncClient:
-        if request.binding is None:
-            if self._imds is None:
-                self._imds = await anyio.to_thread.run_sync(_http.imds_client, self._imds_transport)
-            return self._imds
-        return await self._sts_client(request.binding)
-
-    async def _sts_client(self, binding: Binding) -> httpx.AsyncClient:
-        thumbprint = binding.certificate.thumbprint_sha256
-        client = self._sts_clients.get(thumbprint)
-        if client is None:
-            transport = await anyio.to_thread.run_sync(
-                self._backend.mtls_transport, binding.certificate.der, self._tls
+            self._stats.failed_refreshes += 1
+            _log.warning(
+                "background refresh for %s failed; serving the cached token meanwhile: %s", scope, exc
             )
-            client = httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False)
-            self._sts_clients[thumbprint] = client
-        return client
+
+    async def _refresh_inline(self, scope: str, cached: MtlsPopToken, timeout: float | None) -> MtlsPopToken:
+        try:
+            return await self._with_deadline(lambda: self._token_flight(scope, None), timeout)
+        except MsiV2Error as exc:
+            self._stats.failed_refreshes += 1
+            _log.warning("refresh for %s failed; serving the cached token: %s", scope, exc)
+            return cached
+
+    async def _token_flight(self, scope: str, claims: str | None) -> MtlsPopToken:
+        return await self._token_flights.run((scope, claims), lambda: self._fetch_token(scope, claims))
+
+    async def _fetch_token(self, scope: str, claims: str | None) -> MtlsPopToken:
+        self._stats.token_flights += 1
+        binding = await self._current_binding()
+        try:
+            token = await self._request_token(binding, scope, claims)
+        except TokenRequestError as exc:
+            if not _sts.rejects_certificate(exc):
+                raise
+            self._stats.remints_on_rejection += 1
+            _log.warning(
+                "the STS rejected certificate %s; minting a new one: %s",
+                binding.certificate.thumbprint_sha256,
+                exc,
+            )
+            binding = await self._current_binding(rejected=binding)
+            token = await self._request_token(binding, scope, claims)
+        if claims is None and binding is self._binding:
+            self._tokens.put(self._token_key(scope, binding), token)
+        return token
+
+    async def _request_token(self, binding: Binding, scope: str, claims: str | None) -> MtlsPopToken:
+        correlation_id = str(uuid.uuid4())
+        flow = _flow.request_token(
+            self._settings, binding, scope, correlation_id, utc(self._clock.time()), claims
+        )
+        token = await self._runner.run(flow, correlation_id)
+        _log.info(
+            "acquired %s token for %s (identity %s, certificate %s, expires_on %d, token %s, request id %s)",
+            token.token_type,
+            token.scope,
+            self.identity.describe(),
+            token.binding_certificate.thumbprint_sha256,
+            token.expires_on,
+            fingerprint(token.access_token),
+            correlation_id,
+        )
+        return token
+
+    async def _current_binding(self, rejected: Binding | None = None) -> Binding:
+        """The binding to request tokens with: cached, persisted, or minted by one flight."""
+        if rejected is not None and self._binding is rejected:
+            await self._retire(rejected, persisted_too=True)
+        binding = self._binding
+        now = self._clock.time()
+        if binding is not None and not self._policy.certificate_due(binding, now):
+            return binding
+        try:
+            return await self._mints.run(self._slot, self._obtain_binding)
+        except MsiV2Error as exc:
+            if binding is None or rejected is not None or not self._policy.certificate_usable(binding, now):
+                raise
+            _log.warning(
+                "certificate renewal failed; using the current certificate until it expires: %s", exc
+            )
+            return binding
+
+    async def _obtain_binding(self) -> Binding:
+        if self._store is None:
+            binding = await self._mint()
+        else:
+            async with self._store.mint_lock(self._slot):
+                binding = await self._load_persisted() or await self._mint_and_persist(self._store)
+        await self._install(binding)
+        return binding
+
+    async def _mint(self) -> Binding:
+        self._stats.certificate_mints += 1
+        correlation_id = str(uuid.uuid4())
+        flow = _flow.new_binding(self._settings, correlation_id, utc(self._clock.time()))
+        binding = await self._runner.run(flow, correlation_id)
+        _log.info(
+            "IMDS issued certificate %s for %s, valid until %s",
+            binding.certificate.thumbprint_sha256,
+            self.identity.describe(),
+            binding.certificate.not_after.isoformat(),
+        )
+        return binding
+
+    async def _mint_and_persist(self, store: BindingStore) -> Binding:
+        binding = await self._mint()
+        persisted = PersistedBinding(
+            certificate_der=binding.certificate.der,
+            client_id=binding.client_id,
+            tenant_id=binding.tenant_id,
+            mtls_authentication_endpoint=binding.token_endpoint.removesuffix(
+                f"/{binding.tenant_id}/oauth2/v2.0/token"
+            ),
+            attested=binding.attested,
+        )
+        await store.save(self._slot, persisted)
+        return binding
+
+    async def _load_persisted(self) -> Binding | None:
+        """A persisted binding that is valid, fresh, for our key and for an allowed endpoint; else None."""
+        assert self._store is not None
+        persisted = await self._store.load(self._slot)
+        if persisted is None:
+            return None
+        now = self._clock.time()
+        key = await self._runner.perform(OpenKey(_flow.key_name(persisted.client_id)), "")
+        try:
+            certificate = _binding.certificate_for_key(
+                persisted.certificate_der, key, backend=self.backend.name, now=utc(now)
+            )
+            endpoint = _sts.token_endpoint(
+                persisted.mtls_authentication_endpoint,
+                persisted.tenant_id,
+                self._settings.allowed_token_hosts,
+            )
+        except (CertificateIssuanceError, UntrustedEndpointError) as exc:
+            _log.warning("discarding the persisted certificate (orphaned or invalid): %s", exc)
+            await self._store.delete(self._slot)
+            return None
+        binding = Binding(certificate, persisted.client_id, persisted.tenant_id, endpoint, persisted.attested)
+        if self._policy.certificate_due(binding, now) or binding.attested != self._settings.attestation:
+            return None
+        self._stats.persisted_certificates_loaded += 1
+        return binding
+
+    async def _install(self, binding: Binding) -> None:
+        previous, self._binding = self._binding, binding
+        if previous is not None and previous is not binding:
+            await self._retire(previous, persisted_too=False)
+
+    async def _retire(self, binding: Binding, *, persisted_too: bool) -> None:
+        if self._binding is binding:
+            self._binding = None
+        thumbprint = binding.certificate.thumbprint_sha256
+        self._tokens.drop_certificate(lambda candidate: candidate == thumbprint)
+        await self._runner.retire_certificate(thumbprint)
+        if persisted_too and self._store is not None:
+            await self._store.delete(self._slot)
 
 
-async def acquire_token(
-    scope: str = DEFAULT_SCOPE,
-    *,
-    client: MsiV2Client | None = None,
-    claims: str | None = None,
-    timeout: float | None = None,
-    **client_kwargs: Any,
-) -> MtlsPopToken:
-    """Acquire an mtls_pop token with ``client``, or with a client built from ``client_kwargs``."""
-    if client is not None:
-        return await client.acquire_token(scope, claims=claims, timeout=timeout)
-    async with MsiV2Client(**client_kwargs) as one_shot:
-        return await one_shot.acquire_token(scope, claims=claims, timeout=timeout)
-
-
-__all__ = ["DEFAULT_SCOPE", "BindingCertificate", "MsiV2Client", "Step", "acquire_token"]
+__all__ = ["DEFAULT_SCOPE", "MsiV2Client", "Step"]

@@ -126,10 +126,14 @@ def build_csr(
     cn = rdn(CN, cn_tag or (PRINTABLE if net else UTF8), client_id)
     dc = rdn(DC, dc_tag or (PRINTABLE if net else IA5), tenant_id)
     subject = seq(dc, cn) if net else seq(cn, dc)
-    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     cuid_json = cuid if isinstance(cuid, str) else json.dumps(cuid, separators=(",", ":"))
     info = seq(integer(0), subject, spki, attributes if attributes is not None else cuid_attribute(cuid_json))
-    signature = key.sign(info, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=salt_length), hashes.SHA256())
+    signature = key.sign(
+        info, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=salt_length), hashes.SHA256()
+    )
     if corrupt_signature:
         signature = signature[:-1] + bytes([signature[-1] ^ 0x01])
     if algorithm is None:
@@ -154,7 +158,9 @@ METADATA = {"Metadata": "true"}
 V2 = {"cred-api-version": "2.0"}
 
 
-def get_metadata(emu: Emulator, params: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
+def get_metadata(
+    emu: Emulator, params: dict[str, str] | None = None, headers: dict[str, str] | None = None
+) -> httpx.Response:
     return httpx.get(
         f"{emu.imds_url}/metadata/identity/getplatformmetadata",
         params=V2 if params is None else params,
@@ -182,7 +188,11 @@ def post_csr(
 
 
 def issue_certificate(
-    emu: Emulator, key: rsa.RSAPrivateKey, *, client_id: str | None = None, params: dict[str, str] | None = None
+    emu: Emulator,
+    key: rsa.RSAPrivateKey,
+    *,
+    client_id: str | None = None,
+    params: dict[str, str] | None = None,
 ) -> x509.Certificate:
     response = post_csr(emu, csr_for(emu, key, client_id), params=params)
     assert response.status_code == 200, response.text

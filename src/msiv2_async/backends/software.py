@@ -20,10 +20,12 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import load_der_x509_certificate
 
 from .._errors import BackendError, ConfigurationError
+from .._files import read_private_file, write_private_file
 from .._models import RsaPublicNumbers
 from ._interface import TlsSettings
 
 KEY_SIZE = 2048
+KEY_FILE_NAME = "software-key.pem"
 PUBLIC_EXPONENT = 65537
 PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
 
@@ -85,7 +87,16 @@ class SoftwareBackend:
 
     def __init__(self) -> None:
         self._key: rsa.RSAPrivateKey | None = None
+        self._key_file: str | None = None
         self._lock = threading.Lock()
+
+    def use_key_directory(self, directory: str) -> None:
+        """Keep the key in ``directory/software-key.pem`` (0600, unencrypted) to share it across processes.
+
+        Anyone who can read that file (this user, root) can use the key until the certificate expires;
+        see the README's "Persistent cache" section.
+        """
+        self._key_file = os.path.join(directory, KEY_FILE_NAME)
 
     def __repr__(self) -> str:
         return f"SoftwareBackend(key={'generated' if self._key else 'none'})"
@@ -101,12 +112,33 @@ class SoftwareBackend:
         return self._key
 
     def open_key(self, key_name: str) -> RsaPublicNumbers:
-        """Generate the key on first use (``key_name`` is irrelevant: one key per backend)."""
+        """Load or generate the key on first use (``key_name`` is irrelevant: one key per backend)."""
         with self._lock:
             if self._key is None:
-                self._key = rsa.generate_private_key(public_exponent=PUBLIC_EXPONENT, key_size=KEY_SIZE)
+                self._key = self._load_persisted_key() or self._new_key()
             numbers = self._key.public_key().public_numbers()
         return RsaPublicNumbers(modulus=numbers.n, exponent=numbers.e)
+
+    def _load_persisted_key(self) -> rsa.RSAPrivateKey | None:
+        data = read_private_file(self._key_file) if self._key_file else None
+        if data is None:
+            return None
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError):
+            return None
+        if not isinstance(key, rsa.RSAPrivateKey) or key.key_size != KEY_SIZE:
+            return None
+        return key
+
+    def _new_key(self) -> rsa.RSAPrivateKey:
+        key = rsa.generate_private_key(public_exponent=PUBLIC_EXPONENT, key_size=KEY_SIZE)
+        if self._key_file:
+            pem = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            write_private_file(self._key_file, pem)
+        return key
 
     def sign(self, data: bytes) -> bytes:
         """RSASSA-PSS / SHA-256 / MGF1-SHA-256 / salt 32."""

@@ -32,7 +32,7 @@ DEFAULT_AUDIENCES = ("https://graph.microsoft.com", "https://management.azure.co
 """Audiences the resource accepts by default, besides its own base URL."""
 
 _START_TIMEOUT = 30.0
-_SHUTDOWN_TIMEOUT = 0.25
+_SHUTDOWN_TIMEOUT = 0.1
 
 
 @dataclass
@@ -398,5 +398,11 @@ class Emulator:
 
 
 async def _cleanup(runners: list[web.AppRunner]) -> None:
+    """Close the listeners, then cancel whatever is still running (e.g. handlers sleeping in a delay)."""
     for runner in reversed(runners):
         await runner.cleanup()
+    current = asyncio.current_task()
+    pending = [task for task in asyncio.all_tasks() if task is not current]
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)

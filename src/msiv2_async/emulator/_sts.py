@@ -1,4 +1,10 @@
-"""The emulated Entra mTLS STS: ``POST /{tenant}/oauth2/v2.0/token`` (client credentials over mutual TLS)."""
+"""The emulated Entra mTLS STS: ``POST /{tenant}/oauth2/v2.0/token`` (client credentials over mutual TLS).
+
+The listener requests a client certificate and trusts only the emulator CA: a connection without a
+certificate reaches :meth:`Sts.token` and gets AADSTS392200, while a certificate from any other CA (or an
+expired one) fails in the TLS handshake and is never seen here. Error codes other than 392200 are the
+emulator's choice of plausible AADSTS numbers.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,96 @@
+"""Single-flight: concurrent callers with the same key share one execution of the work.
+
+- The first caller (the leader) runs the work; the others wait for its outcome.
+- If the leader is cancelled, the flight is abandoned, not failed: one waiter becomes the new leader
+  and runs the work again, so a cancelled caller never cancels or poisons the flight for the others.
+- An exception reaches every waiter of that flight, and is remembered for ``failure_ttl`` seconds
+  (monotonic) so that an outage does not turn into a storm of new flights.
+- No futures are created, so there is never an "exception was never retrieved" warning, and no lock
+  is held across an ``await`` of the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import anyio
+
+from ._clock import Clock
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+@dataclass
+class _Flight(Generic[V]):
+    done: anyio.Event = field(default_factory=anyio.Event)
+    value: V | None = None
+    error: BaseException | None = None
+    abandoned: bool = False
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: BaseException
+    until: float
+
+
+class SingleFlight(Generic[K, V]):
+    """Deduplicates concurrent work per key; counts flights for observability."""
+
+    def __init__(self, clock: Clock, failure_ttl: float = 5.0) -> None:
+        self._clock = clock
+        self._failure_ttl = failure_ttl
+        self._flights: dict[K, _Flight[V]] = {}
+        self._failures: dict[K, _Failure] = {}
+        self.flights_started = 0
+
+    def forget_failure(self, key: K) -> None:
+        """Drop a remembered failure so the next call flies again."""
+        self._failures.pop(key, None)
+
+    def in_flight(self, key: K) -> bool:
+        """True while a flight for ``key`` runs."""
+        return key in self._flights
+
+    async def run(self, key: K, work: Callable[[], Awaitable[V]]) -> V:
+        """Join the flight for ``key``, or lead a new one that runs ``work``."""
+        while True:
+            failure = self._failures.get(key)
+            if failure is not None:
+                if self._clock.monotonic() < failure.until:
+                    raise failure.error
+                del self._failures[key]
+            flight = self._flights.get(key)
+            if flight is None:
+                return await self._lead(key, work)
+            await flight.done.wait()
+            if flight.abandoned:
+                continue
+            if flight.error is not None:
+                raise flight.error
+            return flight.value  # type: ignore[return-value]
+
+    async def _lead(self, key: K, work: Callable[[], Awaitable[V]]) -> V:
+        flight: _Flight[V] = _Flight()
+        self._flights[key] = flight
+        self.flights_started += 1
+        try:
+            flight.value = await work()
+            return flight.value
+        except anyio.get_cancelled_exc_class():
+            flight.abandoned = True
+            raise
+        except Exception as exc:
+            flight.error = exc
+            if self._failure_ttl > 0:
+                self._failures[key] = _Failure(exc, self._clock.monotonic() + self._failure_ttl)
+            raise
+        except BaseException:
+            flight.abandoned = True
+            raise
+        finally:
+            del self._flights[key]
+            flight.done.set()
