@@ -25,10 +25,10 @@ import anyio
 import httpx
 
 from . import _binding
+from ._driver import Step
 from ._errors import MsiV2Error
 from ._models import MtlsPopToken
 from ._redact import fingerprint
-from ._driver import Step
 from .client import DEFAULT_SCOPE, MsiV2Client
 
 DEFAULT_RESOURCE_URL = "https://mtlstb.graph.microsoft.com/v1.0/applications?$top=5"

@@ -18,4 +18,5 @@ def running_emulator() -> Iterator[Emulator]:
 @pytest.fixture
 def emulator(running_emulator: Emulator) -> Emulator:
     running_emulator.reset_stats()
+    running_emulator.clear_faults()
     return running_emulator

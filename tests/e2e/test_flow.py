@@ -135,7 +135,7 @@ async def test_unreachable_imds_is_reported_as_unreachable() -> None:
 async def test_deadline_bounds_a_slow_imds(emulator: Emulator, client_kwargs: dict[str, Any]) -> None:
     emulator.inject("getplatformmetadata", Fault(status=200, delay=5.0))
     async with MsiV2Client(**client_kwargs, timeout=0.5) as client:
-        with pytest.raises(MsiV2TimeoutError, match="within 0.5 s"):
+        with pytest.raises(MsiV2TimeoutError, match=r"within 0\.5 s"):
             await client.acquire_token()
 
 

@@ -61,7 +61,9 @@ def ca_key() -> rsa.RSAPrivateKey:
 @pytest.fixture(scope="session")
 def issue_certificate(ca_key: rsa.RSAPrivateKey) -> IssueCertificate:
     """Build a DER client certificate for a public key, signed by the test CA (§4.4 profile)."""
-    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "managedidentitysnissuer.login.microsoft.com")])
+    issuer = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, "managedidentitysnissuer.login.microsoft.com")]
+    )
 
     def issue(
         public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,

@@ -28,7 +28,9 @@ def _expected_thumbprint(der: bytes) -> str:
 
 
 # --- §4.4 the issued certificate -----------------------------------------------------------------
-def test_certificate_for_our_key_is_accepted(backend_certificate: bytes, backend_numbers: RsaPublicNumbers) -> None:
+def test_certificate_for_our_key_is_accepted(
+    backend_certificate: bytes, backend_numbers: RsaPublicNumbers
+) -> None:
     bound = _bind(backend_certificate, backend_numbers)
     parsed = x509.load_der_x509_certificate(backend_certificate)
     assert bound.der == backend_certificate
@@ -39,7 +41,9 @@ def test_certificate_for_our_key_is_accepted(backend_certificate: bytes, backend
 
 
 def test_certificate_for_another_key_is_rejected(
-    issue_certificate: IssueCertificate, other_private_key: rsa.RSAPrivateKey, backend_numbers: RsaPublicNumbers
+    issue_certificate: IssueCertificate,
+    other_private_key: rsa.RSAPrivateKey,
+    backend_numbers: RsaPublicNumbers,
 ) -> None:
     foreign = issue_certificate(other_private_key.public_key())
     with pytest.raises(CertificateIssuanceError, match="different public key"):
@@ -90,7 +94,9 @@ def test_certificate_with_an_ec_key_is_rejected(
 
 
 def test_expired_certificate_is_rejected(
-    issue_certificate: IssueCertificate, backend_public_key: rsa.RSAPublicKey, backend_numbers: RsaPublicNumbers
+    issue_certificate: IssueCertificate,
+    backend_public_key: rsa.RSAPublicKey,
+    backend_numbers: RsaPublicNumbers,
 ) -> None:
     expired = issue_certificate(
         backend_public_key, not_before=NOW - timedelta(days=8), not_after=NOW - timedelta(seconds=1)
@@ -100,7 +106,9 @@ def test_expired_certificate_is_rejected(
 
 
 def test_certificate_is_not_valid_at_its_not_after_instant(
-    issue_certificate: IssueCertificate, backend_public_key: rsa.RSAPublicKey, backend_numbers: RsaPublicNumbers
+    issue_certificate: IssueCertificate,
+    backend_public_key: rsa.RSAPublicKey,
+    backend_numbers: RsaPublicNumbers,
 ) -> None:
     certificate = issue_certificate(backend_public_key, not_before=NOW - timedelta(days=7), not_after=NOW)
     with pytest.raises(CertificateIssuanceError):
@@ -108,14 +116,18 @@ def test_certificate_is_not_valid_at_its_not_after_instant(
 
 
 def test_certificate_not_yet_valid_within_five_minutes_skew_is_accepted(
-    issue_certificate: IssueCertificate, backend_public_key: rsa.RSAPublicKey, backend_numbers: RsaPublicNumbers
+    issue_certificate: IssueCertificate,
+    backend_public_key: rsa.RSAPublicKey,
+    backend_numbers: RsaPublicNumbers,
 ) -> None:
     early = issue_certificate(backend_public_key, not_before=NOW + timedelta(minutes=4, seconds=59))
     assert _bind(early, backend_numbers).not_before > NOW
 
 
 def test_certificate_not_yet_valid_beyond_five_minutes_skew_is_rejected(
-    issue_certificate: IssueCertificate, backend_public_key: rsa.RSAPublicKey, backend_numbers: RsaPublicNumbers
+    issue_certificate: IssueCertificate,
+    backend_public_key: rsa.RSAPublicKey,
+    backend_numbers: RsaPublicNumbers,
 ) -> None:
     future = issue_certificate(backend_public_key, not_before=NOW + timedelta(minutes=5, seconds=1))
     with pytest.raises(CertificateIssuanceError, match="clock"):

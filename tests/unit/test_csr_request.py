@@ -198,7 +198,9 @@ def test_csr_signature_is_rsassa_pss_sha256_salt_32_over_the_info(
     backend_public_key.verify(signature.content[1:], built.info, pss, hashes.SHA256())
 
 
-def test_csr_signature_is_valid_for_cryptography(built: BuiltCsr, backend_public_key: rsa.RSAPublicKey) -> None:
+def test_csr_signature_is_valid_for_cryptography(
+    built: BuiltCsr, backend_public_key: rsa.RSAPublicKey
+) -> None:
     csr = x509.load_der_x509_csr(built.der)
     assert csr.is_signature_valid
     assert csr.public_key() == backend_public_key
@@ -235,7 +237,10 @@ def test_csr_with_both_cuid_members_verifies_with_openssl_req(
     software_backend: SoftwareBackend, backend_numbers: RsaPublicNumbers
 ) -> None:
     info = _csr.request_info(
-        client_id=CLIENT_ID, tenant_id=TENANT_ID, cu_id=CuId(vm_id=VM_ID, vmss_id=VMSS_ID), key=backend_numbers
+        client_id=CLIENT_ID,
+        tenant_id=TENANT_ID,
+        cu_id=CuId(vm_id=VM_ID, vmss_id=VMSS_ID),
+        key=backend_numbers,
     )
     csr_der = _csr.assemble(info, software_backend.sign(info))
     result = subprocess.run(

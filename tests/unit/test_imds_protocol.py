@@ -44,7 +44,9 @@ def test_endpoint_comes_from_the_pod_identity_env_var_when_no_argument() -> None
 
 
 def test_endpoint_argument_beats_the_env_var() -> None:
-    assert _imds.resolve_endpoint("http://10.0.0.5:81", {ENV: "http://127.0.0.1:8080"}) == "http://10.0.0.5:81"
+    assert (
+        _imds.resolve_endpoint("http://10.0.0.5:81", {ENV: "http://127.0.0.1:8080"}) == "http://10.0.0.5:81"
+    )
 
 
 def test_endpoint_env_var_is_trimmed_and_blank_means_default() -> None:
@@ -100,7 +102,11 @@ def test_metadata_request_is_a_get_of_getplatformmetadata_with_cred_api_version_
     assert request.method == "GET"
     assert request.target == "imds"
     assert request.binding is None
-    assert (parts.scheme, parts.netloc, parts.path) == ("http", "169.254.169.254", "/metadata/identity/getplatformmetadata")
+    assert (parts.scheme, parts.netloc, parts.path) == (
+        "http",
+        "169.254.169.254",
+        "/metadata/identity/getplatformmetadata",
+    )
     assert _query(request.url) == [("cred-api-version", "2.0")]
     assert request.body == b""
 
@@ -189,7 +195,9 @@ def test_imds_requests_do_not_leak_the_csr_in_repr() -> None:
 @pytest.mark.parametrize("endpoint", [_imds.METADATA, _imds.ISSUE_CREDENTIAL])
 @pytest.mark.parametrize("server", ["IMDS/150.870.65.1854", "imds/1.0", "Microsoft-IMDS", "xImDsx"])
 def test_server_header_containing_imds_in_any_case_is_accepted(endpoint: str, server: str) -> None:
-    _imds.check_response(imds_response(200, b"{}", server=server), endpoint=endpoint, correlation_id=CORRELATION_ID)
+    _imds.check_response(
+        imds_response(200, b"{}", server=server), endpoint=endpoint, correlation_id=CORRELATION_ID
+    )
 
 
 @pytest.mark.parametrize("endpoint", [_imds.METADATA, _imds.ISSUE_CREDENTIAL])
@@ -208,7 +216,9 @@ def test_server_header_without_imds_is_rejected_even_on_200(endpoint: str, serve
 def test_server_header_is_checked_before_the_status(status: int) -> None:
     with pytest.raises(ImdsError) as caught:
         _imds.check_response(
-            imds_response(status, b"{}", server="nginx"), endpoint=_imds.METADATA, correlation_id=CORRELATION_ID
+            imds_response(status, b"{}", server="nginx"),
+            endpoint=_imds.METADATA,
+            correlation_id=CORRELATION_ID,
         )
     assert not isinstance(caught.value, ImdsV2NotSupportedError)
     assert "IMDS" in str(caught.value)
@@ -216,7 +226,9 @@ def test_server_header_is_checked_before_the_status(status: int) -> None:
 
 def test_metadata_404_means_imds_v2_is_not_supported() -> None:
     with pytest.raises(ImdsV2NotSupportedError) as caught:
-        _imds.check_response(imds_response(404, b"Not Found"), endpoint=_imds.METADATA, correlation_id=CORRELATION_ID)
+        _imds.check_response(
+            imds_response(404, b"Not Found"), endpoint=_imds.METADATA, correlation_id=CORRELATION_ID
+        )
     assert caught.value.status == 404
     assert caught.value.correlation_id == CORRELATION_ID
 
@@ -232,7 +244,9 @@ def test_issue_credential_404_is_an_ordinary_imds_error() -> None:
 
 @pytest.mark.parametrize("endpoint", [_imds.METADATA, _imds.ISSUE_CREDENTIAL])
 @pytest.mark.parametrize("status", [201, 204, 301, 307, 400, 401, 403, 408, 410, 429, 500, 503])
-def test_other_statuses_are_imds_errors_carrying_status_endpoint_and_correlation_id(endpoint: str, status: int) -> None:
+def test_other_statuses_are_imds_errors_carrying_status_endpoint_and_correlation_id(
+    endpoint: str, status: int
+) -> None:
     with pytest.raises(ImdsError) as caught:
         _imds.check_response(imds_response(status, b"{}"), endpoint=endpoint, correlation_id=CORRELATION_ID)
     assert type(caught.value) is ImdsError
@@ -256,7 +270,9 @@ def test_issue_credential_error_message_shows_the_reason_but_not_tokens() -> Non
         }
     )
     with pytest.raises(ImdsError) as caught:
-        _imds.check_response(imds_response(400, body), endpoint=_imds.ISSUE_CREDENTIAL, correlation_id=CORRELATION_ID)
+        _imds.check_response(
+            imds_response(400, body), endpoint=_imds.ISSUE_CREDENTIAL, correlation_id=CORRELATION_ID
+        )
     message = str(caught.value)
     assert "invalid_request" in message
     assert attestation not in message
@@ -394,7 +410,9 @@ def test_issue_credential_missing_any_field_is_malformed(backend_certificate: by
 @pytest.mark.parametrize(
     "field", ["client_id", "tenant_id", "certificate", "identity_type", "mtls_authentication_endpoint"]
 )
-def test_issue_credential_empty_or_non_string_field_is_malformed(backend_certificate: bytes, field: str) -> None:
+def test_issue_credential_empty_or_non_string_field_is_malformed(
+    backend_certificate: bytes, field: str
+) -> None:
     for value in ("", 5, None, ["x"]):
         obj = json.loads(issue_body(backend_certificate))
         obj[field] = value

@@ -68,10 +68,16 @@ def test_excerpt_redacts_the_token_after_an_authorization_scheme(scheme: str) ->
     assert "was refused" in result
 
 
-@pytest.mark.parametrize("field", ["access_token", "refresh_token", "attestation_token", "csr", "certificate"])
+@pytest.mark.parametrize(
+    "field", ["access_token", "refresh_token", "attestation_token", "csr", "certificate"]
+)
 @pytest.mark.parametrize(
     "template",
-    ['{{"{field}":"SENTINEL-VALUE-42","error":"x"}}', '{{"{field}": "SENTINEL-VALUE-42"}}', "{field}=SENTINEL-VALUE-42&b=1"],
+    [
+        '{{"{field}":"SENTINEL-VALUE-42","error":"x"}}',
+        '{{"{field}": "SENTINEL-VALUE-42"}}',
+        "{field}=SENTINEL-VALUE-42&b=1",
+    ],
 )
 def test_excerpt_redacts_secret_fields_in_json_and_forms(field: str, template: str) -> None:
     result = excerpt(template.format(field=field))

@@ -96,7 +96,9 @@ def _seconds(value: Any, *, required: bool = True) -> int | None:
     return _json.seconds({"expires_in": value}, "expires_in", endpoint="token", required=required)
 
 
-@pytest.mark.parametrize(("value", "expected"), [(3599, 3599), ("3599", 3599), (0, 0), ("0", 0), (86399, 86399)])
+@pytest.mark.parametrize(
+    ("value", "expected"), [(3599, 3599), ("3599", 3599), (0, 0), ("0", 0), (86399, 86399)]
+)
 def test_durations_accept_integers_and_strings_of_digits(value: Any, expected: int) -> None:
     assert _seconds(value) == expected
 

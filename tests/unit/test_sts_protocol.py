@@ -1,4 +1,4 @@
-"""The mTLS token request: PROTOCOL.md §4.3 (endpoint), §6 (request/response), RELIABILITY.md §4 (allowlist)."""
+"""The mTLS token request: PROTOCOL.md §4.3 (endpoint), §6 (request, response), RELIABILITY.md §4."""
 
 from __future__ import annotations
 
@@ -51,7 +51,11 @@ def test_token_endpoint_trailing_slash_is_not_doubled() -> None:
 
 def test_default_allowlist_is_mtlsauth_microsoft_com_subdomains() -> None:
     assert DEFAULT_HOSTS == ("*.mtlsauth.microsoft.com",)
-    for host in ("westeurope.mtlsauth.microsoft.com", "a.b.mtlsauth.microsoft.com", "EASTUS2.MTLSAUTH.Microsoft.COM"):
+    for host in (
+        "westeurope.mtlsauth.microsoft.com",
+        "a.b.mtlsauth.microsoft.com",
+        "EASTUS2.MTLSAUTH.Microsoft.COM",
+    ):
         assert _sts.token_endpoint(f"https://{host}", TENANT_ID, DEFAULT_HOSTS).endswith("/oauth2/v2.0/token")
 
 

@@ -46,7 +46,8 @@ CANNED_METADATA_EXAMPLE = (
 
 # --- PROTOCOL.md §4.2 / §12(d): issuecredential bodies (the certificate placeholder is substituted) -
 CANNED_ISSUE_TEST = (
-    '{"client_id": "d3adb33f-c0de-ed0c-c0de-deadb33fc0d3","tenant_id": "751a212b-4003-416e-b600-e1f48e40db9f",'
+    '{"client_id": "d3adb33f-c0de-ed0c-c0de-deadb33fc0d3",'
+    '"tenant_id": "751a212b-4003-416e-b600-e1f48e40db9f",'
     '"certificate": "MIIDATCCAemgAwIBAgIU...","identity_type": "fake_identity_type",'
     '"mtls_authentication_endpoint": "http://fake_mtls_authentication_endpoint"}'
 )

@@ -382,6 +382,10 @@ class Emulator:
         """Set all request counts to zero."""
         self._state.reset()
 
+    def clear_faults(self) -> None:
+        """Drop the faults still queued for every endpoint."""
+        self._state.clear_faults()
+
     def inject(self, endpoint: str, *faults: Fault) -> None:
         """Queue faults for ``endpoint``; each replaces the answer to one later request (still counted)."""
         self._state.queue(endpoint, faults)

@@ -66,6 +66,12 @@ class State:
             for name in self.counts:
                 self.counts[name] = 0
 
+    def clear_faults(self) -> None:
+        """Drop every queued fault."""
+        with self.lock:
+            for queue in self.faults.values():
+                queue.clear()
+
     def queue(self, endpoint: str, faults: tuple[Fault, ...]) -> None:
         """Append faults to the queue of ``endpoint``."""
         if endpoint not in self.faults:

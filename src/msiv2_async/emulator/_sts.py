@@ -8,6 +8,7 @@ emulator's choice of plausible AADSTS numbers.
 
 from __future__ import annotations
 
+import secrets
 import time
 from datetime import datetime, timezone
 
@@ -121,6 +122,7 @@ class Sts:
             "sub": identity.object_id,
             "tid": settings.tenant_id,
             "idtyp": "app",
+            "uti": secrets.token_urlsafe(16),
         }
         if token_type is not None:
             claims["cnf"] = {"x5t#S256": x5t_s256(der)}
