@@ -120,11 +120,10 @@ class Script:
 
 
 @pytest.fixture
-def script(
-    software_backend: SoftwareBackend, issue_certificate: IssueCertificate, backend_certificate: bytes
-) -> Script:
+def script(software_backend: SoftwareBackend, issue_certificate: IssueCertificate) -> Script:
     def certificate_for(numbers: RsaPublicNumbers) -> bytes:
-        return backend_certificate
+        """IMDS's part: a certificate for exactly the public numbers the flow put in its CSR."""
+        return issue_certificate(rsa.RSAPublicNumbers(numbers.exponent, numbers.modulus).public_key())
 
     return Script(software_backend, certificate_for)
 
