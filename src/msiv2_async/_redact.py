@@ -9,7 +9,7 @@ _EXCERPT_LIMIT = 200
 _JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){1,2}")
 _SCHEME_TOKEN = re.compile(r"(?i)\b(mtls_pop|bearer)\s+[A-Za-z0-9._~+/=-]{8,}")
 _SECRET_FIELD = re.compile(
-    r'(?i)("?(?:access_token|attestation_token|csr|certificate|refresh_token)"?\s*[:=]\s*)"?[^",}&\s]*"?'
+    r'(?i)("?(?:access_token|attestation_token|csr|certificate|refresh_token)"?\s*[:=]\s*)(?:"[^"]*"?|[^",}&\s]*)'
 )
 _LONG_BASE64 = re.compile(r"[A-Za-z0-9+/_-]{120,}={0,2}")
 

@@ -55,12 +55,14 @@ def token_endpoint(mtls_authentication_endpoint: str, tenant_id: str, allowed_ho
     """
     try:
         parts = urlsplit(mtls_authentication_endpoint)
-        port = parts.port or 443
+        port = 443 if parts.port is None else parts.port
     except ValueError:
         parts, port = urlsplit(""), 0
     problem = None
     if parts.scheme != "https":
         problem = "is not https" if port else "is not a valid URL"
+    elif not 0 < port < 65536:
+        problem = "has an invalid port"
     elif not parts.hostname or "@" in parts.netloc or parts.query or parts.fragment:
         problem = "carries credentials, a query or a fragment"
     elif not is_guid(tenant_id):

@@ -152,7 +152,10 @@ class SoftwareBackend:
         """A verifying client context that presents ``certificate_der`` with our key."""
         key = self._require_key()
         context = server_verifying_context(tls)
-        cert_pem = load_der_x509_certificate(certificate_der).public_bytes(serialization.Encoding.PEM)
+        try:
+            cert_pem = load_der_x509_certificate(certificate_der).public_bytes(serialization.Encoding.PEM)
+        except ValueError:
+            raise BackendError("the certificate to present is not valid DER X.509") from None
         try:
             if hasattr(os, "memfd_create"):
                 _load_via_memfd(context, cert_pem, key)
