@@ -13,16 +13,20 @@ from ._errors import (
     CertificateIssuanceError,
     ConfigurationError,
     ImdsError,
+    ImdsThrottledError,
     ImdsUnreachableError,
     ImdsV2NotSupportedError,
     MalformedResponseError,
     MsiV2Error,
     MsiV2TimeoutError,
     MsiV2UnavailableError,
+    StsThrottledError,
+    ThrottledError,
     TokenRequestError,
     UntrustedEndpointError,
 )
 from ._models import BindingCertificate, ManagedIdentity, MtlsPopToken
+from ._retry import NO_RETRY, RetryPolicy
 from ._store import BindingStore, FileBindingStore, PersistedBinding
 from .backends import BackendInfo, KeyBackend, SoftwareBackend, available_backends, get_backend
 from .client import DEFAULT_SCOPE, MsiV2Client
@@ -31,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_SCOPE",
+    "NO_RETRY",
     "BackendError",
     "BackendInfo",
     "BackendNotFoundError",
@@ -43,6 +48,7 @@ __all__ = [
     "FakeClock",
     "FileBindingStore",
     "ImdsError",
+    "ImdsThrottledError",
     "ImdsUnreachableError",
     "ImdsV2NotSupportedError",
     "KeyBackend",
@@ -54,9 +60,12 @@ __all__ = [
     "MsiV2UnavailableError",
     "MtlsPopToken",
     "PersistedBinding",
+    "RetryPolicy",
     "SoftwareBackend",
     "Step",
+    "StsThrottledError",
     "SystemClock",
+    "ThrottledError",
     "TokenRequestError",
     "UntrustedEndpointError",
     "__version__",

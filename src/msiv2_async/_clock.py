@@ -6,6 +6,9 @@ import time
 from datetime import datetime, timezone
 from typing import Protocol
 
+import anyio
+import anyio.lowlevel
+
 
 class Clock(Protocol):
     """Wall time for expiry (Unix seconds), monotonic time for windows and back-off."""
@@ -16,6 +19,10 @@ class Clock(Protocol):
 
     def monotonic(self) -> float:
         """Seconds on a clock that never goes backwards."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` on this clock."""
         ...
 
 
@@ -30,6 +37,10 @@ class SystemClock:
         """``time.monotonic()``."""
         return time.monotonic()
 
+    async def sleep(self, seconds: float) -> None:
+        """``anyio.sleep``."""
+        await anyio.sleep(seconds)
+
 
 class FakeClock:
     """A clock that moves only when told to; both readings advance together."""
@@ -37,6 +48,7 @@ class FakeClock:
     def __init__(self, start: float = 1_767_225_600.0) -> None:
         self._wall = start
         self._monotonic = 0.0
+        self.sleeps: list[float] = []
 
     def time(self) -> float:
         """The simulated wall time."""
@@ -45,6 +57,12 @@ class FakeClock:
     def monotonic(self) -> float:
         """The simulated monotonic time."""
         return self._monotonic
+
+    async def sleep(self, seconds: float) -> None:
+        """Record the sleep, move the clocks, and let other tasks run (no real time passes)."""
+        self.sleeps.append(seconds)
+        self.advance(seconds)
+        await anyio.lowlevel.checkpoint()
 
     def advance(self, seconds: float) -> None:
         """Move both clocks forward."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import random
 import ssl
 import time
 from collections.abc import Callable, Generator
@@ -13,13 +15,15 @@ import anyio.to_thread
 import httpx
 
 from . import _http
-from ._effects import Attest, Effect, HttpRequest, OpenKey, Sign
+from ._clock import Clock
+from ._effects import Attest, Effect, HttpRequest, OpenKey, Sign, Sleep
 from ._errors import BackendError, MsiV2Error
 from ._models import Binding
 from .backends import KeyBackend, TlsSettings
 from .backends.software import server_verifying_context
 
 T = TypeVar("T")
+_log = logging.getLogger("msiv2_async.retry")
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,13 @@ class EffectRunner:
         imds_endpoint: str,
         imds_transport: httpx.AsyncBaseTransport | None,
         step_observer: Callable[[Step], None] | None,
+        clock: Clock,
+        jitter: float,
+        proxy_from_environment: bool = False,
     ) -> None:
+        self.proxy_from_environment = proxy_from_environment
+        self._clock = clock
+        self._jitter = jitter
         self.backend = backend
         self.tls = tls
         self._imds_endpoint = imds_endpoint
@@ -92,6 +102,8 @@ class EffectRunner:
                 return await _http.send(client, effect, correlation_id)
             finally:
                 self._observe(effect.endpoint, started)
+        if isinstance(effect, Sleep):
+            return await self._sleep(effect)
         started = time.perf_counter()
         try:
             if isinstance(effect, OpenKey):
@@ -107,6 +119,16 @@ class EffectRunner:
             ) from exc
         finally:
             self._observe(_step_name(effect), started)
+
+    async def _sleep(self, effect: Sleep) -> None:
+        """Back off, unless the caller's deadline would pass first: then give up with the real error."""
+        delay = effect.seconds
+        if self._jitter:
+            delay *= random.uniform(1 - self._jitter, 1 + self._jitter)
+        if anyio.current_time() + delay >= anyio.current_effective_deadline():
+            raise effect.give_up_with
+        _log.info("%s", effect.reason)
+        await self._clock.sleep(delay)
 
     def _attest(self, effect: Attest) -> str | None:
         return self.backend.attest(endpoint=effect.endpoint, client_id=effect.client_id)
@@ -137,7 +159,9 @@ class EffectRunner:
         if client is None:
             started = time.perf_counter()
             transport = await self.mtls_transport(binding.certificate.der)
-            client = httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False)
+            client = httpx.AsyncClient(
+                transport=transport, follow_redirects=False, trust_env=self.proxy_from_environment
+            )
             self._sts_clients[thumbprint] = client
             self._observe("mtls_setup", started)
         return client

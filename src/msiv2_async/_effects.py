@@ -7,6 +7,10 @@
 | OpenKey       | backend, in a worker thread           | RsaPublicNumbers   |
 | Sign          | backend, in a worker thread           | bytes (signature)  |
 | Attest        | backend, in a worker thread           | str or None        |
+| Sleep         | the driver, on its clock              | None               |
+
+An ``HttpRequest`` whose exchange failed below HTTP (connect, TLS, timeout, reset) is answered with a
+``TransportFailure`` rather than an exception, so the flow decides whether to retry.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ._errors import MsiV2Error
 from ._models import Binding
 
 
@@ -43,6 +48,23 @@ class HttpResponse:
 
 
 @dataclass(frozen=True)
+class TransportFailure:
+    """No HTTP answer: ``error`` is what to raise when giving up; ``timed_out`` tells timeouts apart."""
+
+    error: MsiV2Error
+    timed_out: bool
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Wait before a retry. ``reason`` is logged; if the deadline comes first, ``give_up_with`` is raised."""
+
+    seconds: float
+    reason: str
+    give_up_with: MsiV2Error
+
+
+@dataclass(frozen=True)
 class OpenKey:
     """Open or create the binding key called ``key_name``."""
 
@@ -64,4 +86,4 @@ class Attest:
     client_id: str
 
 
-Effect = HttpRequest | OpenKey | Sign | Attest
+Effect = HttpRequest | OpenKey | Sign | Attest | Sleep

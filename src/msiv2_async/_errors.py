@@ -58,7 +58,10 @@ class UntrustedEndpointError(MsiV2Error):
 
 
 class TokenRequestError(MsiV2Error):
-    """The STS refused the token request; carries the OAuth error fields."""
+    """The STS refused the token request; carries the OAuth error fields.
+
+    ``retry_after`` (seconds) is set when identical requests fail fast for a while (throttling, 5xx).
+    """
 
     def __init__(
         self,
@@ -68,12 +71,14 @@ class TokenRequestError(MsiV2Error):
         error: str | None = None,
         error_codes: Sequence[int] = (),
         correlation_id: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.error = error
         self.error_codes = tuple(error_codes)
         self.correlation_id = correlation_id
+        self.retry_after = retry_after
 
 
 class BindingMismatchError(MsiV2Error):
@@ -98,3 +103,26 @@ class ImdsV2NotSupportedError(ImdsError, MsiV2UnavailableError):
 
 class ImdsUnreachableError(ImdsError, MsiV2UnavailableError):
     """No answer from IMDS at all: not an Azure VM, or the endpoint override is wrong."""
+
+
+class ThrottledError(MsiV2Error):
+    """A server asked us to wait ``retry_after`` seconds, longer than we wait within one call.
+
+    Identical calls fail fast with this error until the window (capped at one hour) has passed.
+    """
+
+    retry_after: float | None = None
+
+
+class ImdsThrottledError(ImdsError, ThrottledError):
+    """IMDS throttled us (429/503 with a long ``Retry-After``)."""
+
+    def __init__(
+        self, message: str, *, endpoint: str, status: int, retry_after: float, correlation_id: str
+    ) -> None:
+        super().__init__(message, endpoint=endpoint, status=status, correlation_id=correlation_id)
+        self.retry_after = retry_after
+
+
+class StsThrottledError(TokenRequestError, ThrottledError):
+    """The STS throttled us (429, or an answer with ``Retry-After``)."""

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import _binding, _csr, _imds, _sts
-from ._effects import Attest, Effect, HttpResponse, OpenKey, Sign
-from ._errors import BackendError
+from . import _binding, _csr, _imds, _retry, _sts
+from ._effects import Attest, Effect, HttpRequest, HttpResponse, OpenKey, Sign, Sleep, TransportFailure
+from ._errors import BackendError, ImdsThrottledError, MsiV2Error
 from ._models import Binding, ManagedIdentity, MtlsPopToken, PlatformMetadata, RsaPublicNumbers
 
 KEY_NAME_PREFIX = "MsiV2AsyncKey_"
@@ -31,6 +31,7 @@ class FlowSettings:
     backend_name: str
     attestation: bool
     verify_binding: bool = True
+    retry: _retry.RetryPolicy = _retry.DEFAULT_RETRY
 
 
 def key_name(client_id: str) -> str:
@@ -51,14 +52,78 @@ def refresh_delay(expires_in: int, refresh_in: int | None) -> int:
     return max(expires_in - 300, 0)
 
 
+def _sleep(seconds: float, what: str, attempts: int, error: MsiV2Error) -> Sleep:
+    return Sleep(seconds, f"{what}; retry {attempts} in {seconds:g} s", error)
+
+
+def imds_exchange(
+    settings: FlowSettings, request: HttpRequest, correlation_id: str, now: datetime | None = None
+) -> Generator[Effect, Any, HttpResponse]:
+    """One IMDS call with the retry policy; returns the 200 answer or raises the typed error.
+
+    An answer without IMDS's ``Server`` header is never retried. ``now`` anchors HTTP-date
+    ``Retry-After`` values when the answer has no ``Date`` header.
+    """
+    attempts, first_status = 0, None
+    while True:
+        result: HttpResponse | TransportFailure = yield request
+        attempts += 1
+        status: int | None = None
+        retry_after: float | None = None
+        if isinstance(result, TransportFailure):
+            error: MsiV2Error = result.error
+        else:
+            _imds.check_server(result, endpoint=request.endpoint, correlation_id=correlation_id)
+            if result.status == 200:
+                return result
+            status = result.status
+            first_status = first_status or status
+            error = _imds.status_error(result, endpoint=request.endpoint, correlation_id=correlation_id)
+            retry_after = _retry.retry_after_seconds(result.headers, now)
+        decision = _retry.imds_decision(settings.retry, attempts, status, first_status, retry_after)
+        if decision.throttled_for is not None:
+            raise ImdsThrottledError(
+                f"{error} (IMDS asked to wait {retry_after:.0f} s, more than the "
+                f"{settings.retry.retry_after_cap:.0f} s we wait within one call)",
+                endpoint=request.endpoint,
+                status=status or 0,
+                retry_after=decision.throttled_for,
+                correlation_id=correlation_id,
+            )
+        if decision.delay is None:
+            raise error
+        yield _sleep(decision.delay, f"IMDS {request.endpoint}: {status or 'no answer'}", attempts, error)
+
+
+def sts_exchange(
+    settings: FlowSettings, request: HttpRequest, correlation_id: str, now: datetime | None = None
+) -> Generator[Effect, Any, HttpResponse]:
+    """The token request with the STS retry policy; returns the 200 answer or raises the typed error."""
+    attempts = 0
+    while True:
+        result: HttpResponse | TransportFailure = yield request
+        attempts += 1
+        if isinstance(result, TransportFailure):
+            error: MsiV2Error = result.error
+            decision = _retry.sts_decision(settings.retry, attempts, None, None) if result.timed_out else None
+        else:
+            if result.status == 200:
+                return result
+            retry_after = _retry.retry_after_seconds(result.headers, now)
+            window = _retry.sts_throttle_window(settings.retry, result.status, retry_after)
+            error = _sts.status_error(result, correlation_id, throttle_window=window)
+            decision = _retry.sts_decision(settings.retry, attempts, result.status, retry_after)
+        if decision is None or decision.delay is None:
+            raise error
+        yield _sleep(decision.delay, f"STS token: {getattr(result, 'status', 'timeout')}", attempts, error)
+
+
 def platform_metadata(
-    settings: FlowSettings, correlation_id: str
+    settings: FlowSettings, correlation_id: str, now: datetime | None = None
 ) -> Generator[Effect, Any, PlatformMetadata]:
     """``getplatformmetadata``, validated."""
-    response: HttpResponse = yield _imds.metadata_request(
-        settings.imds_endpoint, settings.identity, correlation_id
-    )
-    _imds.check_response(response, endpoint=_imds.METADATA, correlation_id=correlation_id)
+    request = _imds.metadata_request(settings.imds_endpoint, settings.identity, correlation_id)
+    response = yield from imds_exchange(settings, request, correlation_id, now)
     return _imds.parse_metadata(response)
 
 
@@ -80,10 +145,10 @@ def mint_binding(
                 f"backend {settings.backend_name!r} returned no attestation token; "
                 "refusing to request an unattested certificate when attestation was asked for"
             )
-    response: HttpResponse = yield _imds.issue_credential_request(
+    request = _imds.issue_credential_request(
         settings.imds_endpoint, settings.identity, correlation_id, csr, attestation_token
     )
-    _imds.check_response(response, endpoint=_imds.ISSUE_CREDENTIAL, correlation_id=correlation_id)
+    response = yield from imds_exchange(settings, request, correlation_id, now)
     issued = _imds.parse_issued_credential(response)
     certificate = _binding.certificate_for_key(
         issued.certificate_der, key, backend=settings.backend_name, now=now
@@ -109,8 +174,8 @@ def request_token(
     claims: str | None = None,
 ) -> Generator[Effect, Any, MtlsPopToken]:
     """The mTLS token request; the answer validated and, unless disabled, its binding checked."""
-    response: HttpResponse = yield _sts.token_request(binding, scope, correlation_id, claims)
-    _sts.raise_for_error(response, correlation_id)
+    request = _sts.token_request(binding, scope, correlation_id, claims)
+    response = yield from sts_exchange(settings, request, correlation_id, requested_at)
     token = _sts.parse_token_response(response)
     if settings.verify_binding:
         _binding.verify_token_binding(token.access_token, binding.certificate)
@@ -131,7 +196,7 @@ def new_binding(
     settings: FlowSettings, correlation_id: str, now: datetime
 ) -> Generator[Effect, Any, Binding]:
     """Platform metadata, then a freshly minted binding certificate."""
-    metadata = yield from platform_metadata(settings, correlation_id)
+    metadata = yield from platform_metadata(settings, correlation_id, now)
     return (yield from mint_binding(settings, metadata, correlation_id, now))
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import httpx
 
-from ._effects import HttpRequest, HttpResponse
+from ._effects import HttpRequest, HttpResponse, TransportFailure
 from ._errors import ImdsError, ImdsUnreachableError, MalformedResponseError, MsiV2Error, TokenRequestError
 from ._json import MAX_BODY_BYTES
 
@@ -86,8 +86,10 @@ def _transport_error(request: HttpRequest, exc: httpx.TransportError, correlatio
     )
 
 
-async def send(client: httpx.AsyncClient, request: HttpRequest, correlation_id: str) -> HttpResponse:
-    """Send ``request`` and read at most 1 MiB of its body; translate transport failures to our errors."""
+async def send(
+    client: httpx.AsyncClient, request: HttpRequest, correlation_id: str
+) -> HttpResponse | TransportFailure:
+    """Send ``request`` and read at most 1 MiB of its body; failures below HTTP become TransportFailure."""
     timeout = httpx.Timeout(
         connect=request.connect_timeout,
         read=request.read_timeout,
@@ -108,7 +110,16 @@ async def send(client: httpx.AsyncClient, request: HttpRequest, correlation_id: 
                         endpoint=request.endpoint,
                     )
     except httpx.TransportError as exc:
-        raise _transport_error(request, exc, correlation_id) from exc
+        error = _transport_error(request, exc, correlation_id)
+        error.__cause__ = exc
+        _log.debug(
+            "%s %s failed after %.1f ms: %s",
+            request.method,
+            request.url.split("?")[0],
+            (time.perf_counter() - started) * 1000,
+            type(exc).__name__,
+        )
+        return TransportFailure(error, timed_out=isinstance(exc, httpx.TimeoutException))
     except httpx.DecodingError:
         raise MalformedResponseError(
             f"{request.endpoint} response has an invalid content encoding", endpoint=request.endpoint

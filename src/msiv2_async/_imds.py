@@ -98,6 +98,21 @@ def issue_credential_request(
 
 def check_response(response: HttpResponse, *, endpoint: str, correlation_id: str) -> None:
     """Reject answers that did not come from IMDS, then any non-200 status."""
+    check_server(response, endpoint=endpoint, correlation_id=correlation_id)
+    if response.status != 200:
+        raise status_error(response, endpoint=endpoint, correlation_id=correlation_id)
+
+
+_STATUS_HINTS = {
+    400: "check the identity selection and that the identity is assigned to this VM",
+    404: "the identity may not be assigned yet, or this host does not offer Managed Identity v2",
+    410: "IMDS is being updated; it answers again within about 70 s",
+    429: "IMDS is throttling this VM; reduce concurrent token requests (share one client)",
+}
+
+
+def check_server(response: HttpResponse, *, endpoint: str, correlation_id: str) -> None:
+    """Reject an answer whose ``Server`` header does not name IMDS (a proxy or another service)."""
     server = response.headers.get("server", "")
     if "imds" not in server.lower():
         raise ImdsError(
@@ -107,15 +122,18 @@ def check_response(response: HttpResponse, *, endpoint: str, correlation_id: str
             status=response.status,
             correlation_id=correlation_id,
         )
-    if response.status == 200:
-        return
+
+
+def status_error(response: HttpResponse, *, endpoint: str, correlation_id: str) -> ImdsError:
+    """The typed error for a non-200 IMDS answer (404 on metadata: v2 not supported here)."""
     error_type = ImdsV2NotSupportedError if (endpoint == METADATA and response.status == 404) else ImdsError
-    hint = (
-        "this host does not offer Managed Identity v2 (IMDS answered 404)"
-        if error_type is ImdsV2NotSupportedError
-        else "check the identity selection and that the identity is assigned to this VM"
-    )
-    raise error_type(
+    if error_type is ImdsV2NotSupportedError:
+        hint = "this host does not offer Managed Identity v2 (IMDS answered 404)"
+    elif response.status >= 500:
+        hint = "IMDS is unavailable or restarting; try again shortly"
+    else:
+        hint = _STATUS_HINTS.get(response.status, "IMDS refused the request")
+    return error_type(
         f"IMDS {endpoint} failed: HTTP {response.status}: {excerpt(response.body)} ({hint}; "
         f"x-ms-client-request-id {correlation_id})",
         endpoint=endpoint,

@@ -4,7 +4,8 @@
 - If the leader is cancelled, the flight is abandoned, not failed: one waiter becomes the new leader
   and runs the work again, so a cancelled caller never cancels or poisons the flight for the others.
 - An exception reaches every waiter of that flight, and is remembered for ``failure_ttl`` seconds
-  (monotonic) so that an outage does not turn into a storm of new flights.
+  (monotonic; an error's own ``retry_after`` instead, capped at one hour) so that an outage does not
+  turn into a storm of new flights.
 - No futures are created, so there is never an "exception was never retrieved" warning, and no lock
   is held across an ``await`` of the work.
 """
@@ -19,6 +20,7 @@ import anyio
 
 from ._clock import Clock
 
+MAX_FAILURE_TTL = 3600.0
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -55,6 +57,13 @@ class SingleFlight(Generic[K, V]):
         """True while a flight for ``key`` runs."""
         return key in self._flights
 
+    def _ttl_for(self, error: Exception) -> float:
+        """An error that says how long to stay away (``retry_after``) is remembered that long (max 1 h)."""
+        retry_after = getattr(error, "retry_after", None)
+        if isinstance(retry_after, int | float) and retry_after > 0:
+            return min(float(retry_after), MAX_FAILURE_TTL)
+        return self._failure_ttl
+
     async def run(self, key: K, work: Callable[[], Awaitable[V]]) -> V:
         """Join the flight for ``key``, or lead a new one that runs ``work``."""
         while True:
@@ -85,8 +94,9 @@ class SingleFlight(Generic[K, V]):
             raise
         except Exception as exc:
             flight.error = exc
-            if self._failure_ttl > 0:
-                self._failures[key] = _Failure(exc, self._clock.monotonic() + self._failure_ttl)
+            ttl = self._ttl_for(exc)
+            if ttl > 0:
+                self._failures[key] = _Failure(exc, self._clock.monotonic() + ttl)
             raise
         except BaseException:
             flight.abandoned = True

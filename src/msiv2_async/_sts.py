@@ -8,7 +8,13 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from ._effects import HttpRequest, HttpResponse
-from ._errors import ConfigurationError, MalformedResponseError, TokenRequestError, UntrustedEndpointError
+from ._errors import (
+    ConfigurationError,
+    MalformedResponseError,
+    StsThrottledError,
+    TokenRequestError,
+    UntrustedEndpointError,
+)
 from ._imds import is_guid
 from ._json import parse_object, require_str, seconds
 from ._models import Binding, TokenResponse
@@ -136,9 +142,19 @@ def rejects_certificate(error: TokenRequestError) -> bool:
 
 
 def raise_for_error(response: HttpResponse, correlation_id: str) -> None:
-    """Turn a non-200 STS answer into :class:`TokenRequestError` carrying the OAuth fields."""
-    if response.status == 200:
-        return
+    """Raise :func:`status_error` for a non-200 STS answer."""
+    if response.status != 200:
+        raise status_error(response, correlation_id)
+
+
+def status_error(
+    response: HttpResponse, correlation_id: str, *, throttle_window: float | None = None
+) -> TokenRequestError:
+    """The :class:`TokenRequestError` for a non-200 STS answer, carrying the OAuth fields.
+
+    With a ``throttle_window`` (seconds during which identical requests fail fast) the error carries
+    it as ``retry_after``; a 429 or an answer with ``Retry-After`` gives :class:`StsThrottledError`.
+    """
     try:
         obj: Mapping[str, Any] = parse_object(response.body, endpoint=TOKEN)
     except MalformedResponseError:
@@ -151,12 +167,16 @@ def raise_for_error(response: HttpResponse, correlation_id: str) -> None:
     message = f"STS token request failed: HTTP {response.status} {error or ''}: {detail}".replace(" :", ":")
     if hints:
         message += f" ({'; '.join(hints)})"
-    raise TokenRequestError(
+    throttled = response.status == 429 or "retry-after" in response.headers
+    if throttle_window is not None:
+        message += f"; identical requests fail fast for {throttle_window:.0f} s"
+    return (StsThrottledError if throttled else TokenRequestError)(
         f"{message} [client-request-id {correlation_id}]",
         status=response.status,
         error=str(error) if error else None,
         error_codes=codes,
         correlation_id=correlation_id,
+        retry_after=throttle_window,
     )
 
 

@@ -29,6 +29,7 @@ from ._errors import (
 from ._models import Binding, BindingCertificate, ManagedIdentity, MtlsPopToken
 from ._redact import fingerprint
 from ._resource import ResourceGuardTransport
+from ._retry import DEFAULT_RETRY, RetryPolicy
 from ._singleflight import SingleFlight
 from ._store import CACHE_DIR_ENV, BindingStore, FileBindingStore, PersistedBinding
 from .backends import KeyBackend, TlsSettings, get_backend
@@ -59,7 +60,11 @@ class MsiV2Client:
     - ``cache_dir``: opt-in persistent cache of key and certificate shared by processes
       (``$MSIV2_ASYNC_CACHE_DIR``); or ``store``: any :class:`BindingStore`.
     - ``renewal_fraction``: share of a certificate's lifetime after which it is renewed (default 0.5).
-    - ``failure_cache_seconds``: how long a failed flight's error is replayed to new callers (default 5).
+    - ``failure_cache_seconds``: how long a failed flight's error is replayed to new callers (default 5;
+      a throttling error is replayed for its ``retry_after`` instead, at most one hour).
+    - ``retry``: a :class:`RetryPolicy` (IMDS back-off 1/2/4 s, 410 every 10 s for 70 s, STS one retry).
+    - ``proxy_from_environment``: let the STS and resource calls use ``HTTPS_PROXY`` and friends
+      (default off). IMDS never uses a proxy.
     - ``clock``: the time source of every cache decision (tests pass a fake one).
     - ``step_observer``: called with each timed :class:`Step` (key, csr_sign, getplatformmetadata, ...).
 
@@ -84,6 +89,8 @@ class MsiV2Client:
         store: BindingStore | None = None,
         renewal_fraction: float = 0.5,
         failure_cache_seconds: float = DEFAULT_FAILURE_CACHE_SECONDS,
+        retry: RetryPolicy | None = None,
+        proxy_from_environment: bool = False,
         clock: Clock | None = None,
         imds_transport: httpx.AsyncBaseTransport | None = None,
         step_observer: Callable[[Step], None] | None = None,
@@ -108,6 +115,7 @@ class MsiV2Client:
             backend_name=backend_instance.name,
             attestation=backend_instance.supports_attestation if attestation is None else attestation,
             verify_binding=verify_binding,
+            retry=retry or DEFAULT_RETRY,
         )
         try:
             self._policy = CachePolicy(renewal_fraction=renewal_fraction)
@@ -115,11 +123,18 @@ class MsiV2Client:
             raise ConfigurationError(str(exc)) from None
         self._store = store or self._file_store(cache_dir or env.get(CACHE_DIR_ENV), backend_instance)
         tls = TlsSettings(ca_bundle=ca_bundle or env.get(CA_BUNDLE_ENV) or None)
+        self._clock: Clock = clock or SystemClock()
         self._runner = EffectRunner(
-            backend_instance, tls, self._settings.imds_endpoint, imds_transport, step_observer
+            backend_instance,
+            tls,
+            self._settings.imds_endpoint,
+            imds_transport,
+            step_observer,
+            self._clock,
+            self._settings.retry.jitter,
+            proxy_from_environment,
         )
         self._timeout = timeout
-        self._clock: Clock = clock or SystemClock()
         self._binding: Binding | None = None
         self._tokens = TokenCache()
         self._mints: SingleFlight[str, Binding] = SingleFlight(self._clock, failure_cache_seconds)
@@ -249,7 +264,7 @@ class MsiV2Client:
             transport=ResourceGuardTransport(inner),
             headers=headers,
             follow_redirects=False,
-            trust_env=False,
+            trust_env=self._runner.proxy_from_environment,
             **httpx_kwargs,
         )
 

@@ -70,12 +70,18 @@ async def test_failed_refresh_keeps_the_old_token_and_retries_at_most_every_30_s
             assert (await client.acquire_token()).access_token == first.access_token
             await _settle(client)
             clock.advance(1)
-        assert emulator.stats["token"] == 2
+        assert emulator.stats["token"] == 3  # the first token, then a 500 and its one retry
+        assert client.cache_stats["failed_refreshes"] == 1
         clock.advance(30)
         assert (await client.acquire_token()).access_token == first.access_token
         await _settle(client)
-        assert emulator.stats["token"] == 3
+        assert emulator.stats["token"] == 3  # inside the 60 s throttle window of the 5xx: no request
         assert client.cache_stats["failed_refreshes"] == 2
+        clock.advance(30)
+        assert (await client.acquire_token()).access_token == first.access_token
+        await _settle(client)
+        assert emulator.stats["token"] == 5
+        assert client.cache_stats["failed_refreshes"] == 3
 
 
 async def test_no_token_is_served_within_five_minutes_of_its_expiry(
@@ -124,13 +130,13 @@ async def test_without_a_task_group_the_caller_refreshes_inline_and_falls_back_o
         assert refreshed.access_token != first.access_token
         assert refreshed.source == "identity_provider"
         clock.advance(refreshed.refresh_on - clock.time() + 1)
-        emulator.inject("token", Fault(status=503))
+        emulator.inject("token", Fault(status=503), Fault(status=503))
         fallback = await client.acquire_token()
         assert fallback.access_token == refreshed.access_token
         assert client.cache_stats["failed_refreshes"] == 1
     finally:
         await client.aclose()
-    assert emulator.stats["token"] == 3
+    assert emulator.stats["token"] == 4  # first, refreshed, then a 503 and its one retry
 
 
 async def test_closing_the_client_cancels_a_running_background_refresh(

@@ -47,6 +47,7 @@ from msiv2_async._errors import (
     UntrustedEndpointError,
 )
 from msiv2_async._models import CuId, ManagedIdentity, MtlsPopToken, RsaPublicNumbers, x5t_s256
+from msiv2_async._retry import NO_RETRY
 from msiv2_async.backends.software import SoftwareBackend
 
 IssueCertificate = Callable[..., bytes]
@@ -60,6 +61,7 @@ SETTINGS = _flow.FlowSettings(
     allowed_token_hosts=_sts.DEFAULT_ALLOWED_TOKEN_HOSTS,
     backend_name="software",
     attestation=False,
+    retry=NO_RETRY,
 )
 
 

@@ -9,7 +9,11 @@ from datetime import datetime, timedelta, timezone
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+)
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 ISSUER_NAME = "managedidentitysnissuer.login.microsoft.com"
@@ -45,15 +49,23 @@ class Authority:
     """The emulator CA. It signs the STS/resource server certificate and every issued client certificate.
 
     Construction generates two RSA-2048 keys (CA and server) and the server certificate for ``hosts``
-    (IP addresses become IP SANs, anything else DNS SANs).
+    (IP addresses become IP SANs, anything else DNS SANs). ``ca_key``, ``server_key`` and ``common_name``
+    make another CA (the emulator's "foreign" CA uses an EC key and shares the server key).
     """
 
-    def __init__(self, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> None:
+    def __init__(
+        self,
+        hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
+        *,
+        ca_key: CertificateIssuerPrivateKeyTypes | None = None,
+        server_key: rsa.RSAPrivateKey | None = None,
+        common_name: str = ISSUER_NAME,
+    ) -> None:
         now = _now()
-        self._key = new_rsa_key()
+        self._key: CertificateIssuerPrivateKeyTypes = ca_key if ca_key is not None else new_rsa_key()
         name = x509.Name(
             [
-                x509.NameAttribute(NameOID.COMMON_NAME, ISSUER_NAME),
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
                 x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "msiv2_async emulator CA"),
             ]
         )
@@ -86,11 +98,11 @@ class Authority:
             .sign(self._key, hashes.SHA256())
         )
         self.ca_pem = self.certificate.public_bytes(serialization.Encoding.PEM)
-        self.server_key = new_rsa_key()
-        self.server_certificate = self._issue_server(hosts, now)
+        self.server_key = server_key if server_key is not None else new_rsa_key()
+        self.server_certificate = self.issue_server_certificate(hosts)
 
     def _leaf(
-        self, subject: x509.Name, public: rsa.RSAPublicKey, start: datetime, end: datetime
+        self, subject: x509.Name, public: CertificatePublicKeyTypes, start: datetime, end: datetime
     ) -> x509.CertificateBuilder:
         ca_public = self._key.public_key()
         return (
@@ -106,7 +118,9 @@ class Authority:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_public), critical=False)
         )
 
-    def _issue_server(self, hosts: tuple[str, ...], now: datetime) -> x509.Certificate:
+    def issue_server_certificate(self, hosts: tuple[str, ...]) -> x509.Certificate:
+        """A TLS server certificate for :attr:`server_key` naming ``hosts`` (valid for 30 days)."""
+        now = _now()
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "msiv2_async emulator server")])
         builder = (
             self._leaf(
@@ -118,25 +132,36 @@ class Authority:
         )
         return builder.sign(self._key, hashes.SHA256())
 
-    def server_chain_pem(self) -> tuple[bytes, bytes]:
-        """PEM of the server certificate and of its unencrypted PKCS#8 private key."""
+    def server_chain_pem(self, certificate: x509.Certificate | None = None) -> tuple[bytes, bytes]:
+        """PEM of the server certificate (or ``certificate``) and of its unencrypted PKCS#8 private key."""
         key_pem = self.server_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        return self.server_certificate.public_bytes(serialization.Encoding.PEM), key_pem
+        chosen = self.server_certificate if certificate is None else certificate
+        return chosen.public_bytes(serialization.Encoding.PEM), key_pem
 
     def issue_client_certificate(
-        self, public_key: rsa.RSAPublicKey, *, client_id: str, tenant_id: str, lifetime: timedelta
+        self,
+        public_key: CertificatePublicKeyTypes,
+        *,
+        client_id: str,
+        tenant_id: str,
+        lifetime: timedelta,
+        not_before: datetime | None = None,
     ) -> x509.Certificate:
         """A client certificate ``CN=<client_id>, DC=<tenant_id>`` for ``public_key``.
 
         notBefore is five minutes ago and notAfter is ``now + lifetime``; a lifetime so short (or
         negative) that notAfter would not follow notBefore yields a certificate valid for one minute
-        ending at notAfter, i.e. an already expired one.
+        ending at notAfter, i.e. an already expired one. An explicit ``not_before`` makes the certificate
+        valid from then for ``lifetime``.
         """
         now = _now()
-        end = now + lifetime
-        start = min(now - timedelta(minutes=5), end - timedelta(minutes=1))
+        if not_before is None:
+            end = now + lifetime
+            start = min(now - timedelta(minutes=5), end - timedelta(minutes=1))
+        else:
+            start, end = not_before, not_before + lifetime
         # Encoded DC first, CN second (the [NET] layout), which renders as "CN=<client>,DC=<tenant>".
         subject = x509.Name(
             [
@@ -150,6 +175,11 @@ class Authority:
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         )
         return builder.sign(self._key, hashes.SHA256())
+
+
+def new_ec_key() -> ec.EllipticCurvePrivateKey:
+    """A fresh EC P-256 key."""
+    return ec.generate_private_key(ec.SECP256R1())
 
 
 def _key_usage(*, key_encipherment: bool) -> x509.KeyUsage:

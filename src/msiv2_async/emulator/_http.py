@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 from aiohttp import web
-
-from ._models import Fault
 
 JSON_CONTENT_TYPE = "application/json"
 
@@ -27,24 +24,6 @@ def oauth_error(status: int, error: str, code: int, description: str) -> web.Res
         status,
         {"error": error, "error_description": f"AADSTS{code}: {description}", "error_codes": [code]},
     )
-
-
-async def fault_response(fault: Fault) -> web.Response:
-    """Wait ``fault.delay`` seconds, then build the scripted response (``server_header`` is not applied)."""
-    if fault.delay > 0:
-        await asyncio.sleep(fault.delay)
-    body = fault.body.encode("utf-8") if isinstance(fault.body, str) else bytes(fault.body)
-    response = web.Response(status=fault.status, body=body)
-    for name, value in fault.headers.items():
-        response.headers[name] = value
-    if body and not any(name.lower() == "content-type" for name in fault.headers):
-        try:
-            json.loads(body)
-        except ValueError:
-            response.headers["Content-Type"] = "text/plain; charset=utf-8"
-        else:
-            response.headers["Content-Type"] = "application/json; charset=utf-8"
-    return response
 
 
 def peer_certificate(request: web.Request) -> bytes | None:

@@ -11,7 +11,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import _jwt
 from ._ca import x5t_s256
-from ._http import fault_response, json_response, peer_certificate
+from ._faults import serve
+from ._http import json_response, peer_certificate
+from ._models import Fault
 from ._state import State
 
 
@@ -42,7 +44,7 @@ class Resource:
         app.router.add_route("POST", "/{path:.*}", self.handle)
         return app
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         """Verify the bound token against the TLS client certificate and log the outcome."""
         fault = self._state.begin("resource")
         der = peer_certificate(request)
@@ -54,26 +56,29 @@ class Resource:
             "scheme": scheme,
             "status": 0,
         }
-        if fault is not None:
-            response = await fault_response(fault)
-        else:
+
+        async def normal(active: Fault | None) -> web.Response:
             try:
                 claims = self._verify(presented, scheme, token)
             except _Refused as refusal:
-                response = _refusal(refusal)
-            else:
-                body = {
-                    "verified": True,
-                    "aud": claims.get("aud"),
-                    "appid": claims.get("appid"),
-                    "tid": claims.get("tid"),
-                    "x5t#S256": presented,
-                    "path": request.path,
-                }
-                response = json_response(200, body)
-        entry["status"] = response.status
-        self._state.record_resource(entry)
-        return response
+                return _refusal(refusal)
+            body = {
+                "verified": True,
+                "aud": claims.get("aud"),
+                "appid": claims.get("appid"),
+                "tid": claims.get("tid"),
+                "x5t#S256": presented,
+                "path": request.path,
+            }
+            return json_response(200, body)
+
+        silent = fault is not None and fault.action in ("hang", "handshake_reject")
+        try:
+            response = await serve(request, self._state, fault, normal)
+            entry["status"] = 0 if silent else response.status
+            return response
+        finally:
+            self._state.record_resource(entry)
 
     def _verify(self, presented: str | None, scheme: str | None, token: str | None) -> dict[str, Any]:
         if presented is None:

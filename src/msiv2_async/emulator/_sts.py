@@ -4,6 +4,9 @@ The listener requests a client certificate and trusts only the emulator CA: a co
 certificate reaches :meth:`Sts.token` and gets AADSTS392200, while a certificate from any other CA (or an
 expired one) fails in the TLS handshake and is never seen here. Error codes other than 392200 are the
 emulator's choice of plausible AADSTS numbers.
+
+Every access token carries a ``uti`` claim ``SENTINEL-AT-<random>``; the token, its signature part and that
+value are recorded as secrets (:meth:`Emulator.sentinels`) and never logged.
 """
 
 from __future__ import annotations
@@ -19,8 +22,12 @@ from cryptography.x509.oid import NameOID
 
 from . import _jwt
 from ._ca import x5t_s256
-from ._http import fault_response, json_response, oauth_error, peer_certificate
+from ._faults import serve
+from ._http import json_response, oauth_error, peer_certificate
+from ._models import Fault
 from ._state import Settings, State
+
+SENTINEL_PREFIX = "SENTINEL-AT-"
 
 _NO_CERTIFICATE = (
     "Client certificate is missing from the request. The request must be sent over a mutual TLS connection "
@@ -31,10 +38,13 @@ _NO_CERTIFICATE = (
 class Sts:
     """Request handlers of the STS listener; tokens are signed with ``signing_key``."""
 
-    def __init__(self, settings: Settings, state: State, signing_key: rsa.RSAPrivateKey) -> None:
+    def __init__(
+        self, settings: Settings, state: State, signing_key: rsa.RSAPrivateKey, decoy_x5t: str
+    ) -> None:
         self._settings = settings
         self._state = state
         self._key = signing_key
+        self._decoy_x5t = decoy_x5t
 
     def application(self) -> web.Application:
         """The aiohttp application (a single route)."""
@@ -42,11 +52,17 @@ class Sts:
         app.router.add_route("*", "/{tenant}/oauth2/v2.0/token", self.token)
         return app
 
-    async def token(self, request: web.Request) -> web.Response:
+    async def token(self, request: web.Request) -> web.StreamResponse:
         """Check the mTLS client-credentials request and answer with a JWT (mtls_pop or Bearer)."""
         fault = self._state.begin("token")
-        if fault is not None:
-            return await fault_response(fault)
+
+        async def normal(active: Fault | None) -> web.Response:
+            return await self._answer(request, active)
+
+        return await serve(request, self._state, fault, normal)
+
+    async def _answer(self, request: web.Request, fault: Fault | None) -> web.Response:
+        variant = fault.token if fault is not None else None
         if request.method != "POST":
             return oauth_error(405, "invalid_request", 900561, "The endpoint only accepts POST requests.")
         der = peer_certificate(request)
@@ -122,18 +138,31 @@ class Sts:
             "sub": identity.object_id,
             "tid": settings.tenant_id,
             "idtyp": "app",
-            "uti": secrets.token_urlsafe(16),
         }
-        if token_type is not None:
+        if variant == "wrong_cnf":
+            claims["cnf"] = {"x5t#S256": self._decoy_x5t}
+        elif token_type is not None and variant != "no_cnf":
             claims["cnf"] = {"x5t#S256": x5t_s256(der)}
-        body = {
+        body: dict[str, object] = {
             "token_type": "mtls_pop" if token_type is not None else "Bearer",
             "expires_in": expires_in,
             "ext_expires_in": expires_in,
             "refresh_in": expires_in // 2,
-            "access_token": _jwt.encode(claims, self._key),
+            "access_token": mint_access_token(claims, self._key, self._state),
         }
+        if variant == "bearer":
+            body["token_type"] = "Bearer"
+        elif variant == "missing_token_type":
+            del body["token_type"]
         return json_response(200, body)
+
+
+def mint_access_token(claims: dict[str, object], key: rsa.RSAPrivateKey, state: State) -> str:
+    """Sign ``claims`` plus a fresh ``uti`` sentinel; record the token, its signature and the sentinel."""
+    sentinel = SENTINEL_PREFIX + secrets.token_urlsafe(16)
+    token = _jwt.encode({**claims, "uti": sentinel}, key)
+    state.record_secrets(token, token.rsplit(".", 1)[1], sentinel)
+    return token
 
 
 def _name_value(certificate: x509.Certificate, oid: x509.ObjectIdentifier) -> str | None:
