@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import random
 import ssl
 import time
@@ -18,12 +17,13 @@ from . import _http
 from ._clock import Clock
 from ._effects import Attest, Effect, HttpRequest, OpenKey, Sign, Sleep
 from ._errors import BackendError, MsiV2Error
+from ._logging import get_logger
 from ._models import Binding
 from .backends import KeyBackend, TlsSettings
 from .backends.software import server_verifying_context
 
 T = TypeVar("T")
-_log = logging.getLogger("msiv2_async.retry")
+_log = get_logger("msiv2_async.retry")
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,14 @@ readable by others is refused (treated as absent, never read); the directory mus
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import stat
 import tempfile
 
 from ._errors import ConfigurationError
+from ._logging import get_logger
 
-_log = logging.getLogger("msiv2_async.cache")
+_log = get_logger("msiv2_async.cache")
 MAX_FILE_BYTES = 256 * 1024
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import ssl
 import time
 from collections.abc import Callable
@@ -12,8 +11,9 @@ import httpx
 from ._effects import HttpRequest, HttpResponse, TransportFailure
 from ._errors import ImdsError, ImdsUnreachableError, MalformedResponseError, MsiV2Error, TokenRequestError
 from ._json import MAX_BODY_BYTES
+from ._logging import get_logger
 
-_log = logging.getLogger("msiv2_async.http")
+_log = get_logger("msiv2_async.http")
 
 
 def imds_client(

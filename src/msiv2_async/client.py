@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -26,6 +25,7 @@ from ._errors import (
     TokenRequestError,
     UntrustedEndpointError,
 )
+from ._logging import get_logger
 from ._models import Binding, BindingCertificate, ManagedIdentity, MtlsPopToken
 from ._redact import fingerprint
 from ._resource import ResourceGuardTransport
@@ -40,7 +40,7 @@ DEFAULT_FAILURE_CACHE_SECONDS = 5.0
 CA_BUNDLE_ENV = "MSIV2_ASYNC_CA_BUNDLE"
 
 T = TypeVar("T")
-_log = logging.getLogger("msiv2_async.client")
+_log = get_logger("msiv2_async.client")
 
 
 class MsiV2Client:

@@ -89,7 +89,11 @@ def test_resource_403_fails_with_exit_1_and_a_hint(emulator: Emulator) -> None:
 
 def test_unreachable_imds_fails_with_exit_1_and_one_line() -> None:
     result = _run(
-        "token", "--no-resource-call", env={"AZURE_POD_IDENTITY_AUTHORITY_HOST": "http://127.0.0.1:9"}
+        "token",
+        "--no-resource-call",
+        "--timeout",
+        "2",
+        env={"AZURE_POD_IDENTITY_AUTHORITY_HOST": "http://127.0.0.1:9"},
     )
     assert result.returncode == 1
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("msiv2-async: error:")]

@@ -127,7 +127,7 @@ def _closed_port() -> int:
 
 
 async def test_unreachable_imds_is_reported_as_unreachable() -> None:
-    async with MsiV2Client(imds_endpoint=f"http://127.0.0.1:{_closed_port()}") as client:
+    async with MsiV2Client(imds_endpoint=f"http://127.0.0.1:{_closed_port()}", timeout=2.0) as client:
         with pytest.raises(ImdsUnreachableError, match="no usable answer from IMDS"):
             await client.acquire_token()
 

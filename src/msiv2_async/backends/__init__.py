@@ -7,20 +7,20 @@ asked for by name and is not viable is an error: there is no silent fall back to
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 from .._errors import BackendNotFoundError, MsiV2UnavailableError
+from .._logging import get_logger
 from ._interface import KeyBackend, TlsSettings
 from .software import SoftwareBackend
 
 ENTRY_POINT_GROUP = "msiv2_async.backends"
 BACKEND_ENV = "MSIV2_ASYNC_BACKEND"
 _BUILT_IN: dict[str, type[KeyBackend]] = {"software": SoftwareBackend}
-_log = logging.getLogger(__name__)
+_log = get_logger(__name__)
 
 __all__ = [
     "BackendInfo",
