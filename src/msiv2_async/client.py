@@ -256,8 +256,7 @@ class MsiV2Client:
         Requests go only to https URLs that are not link-local (so the client cannot be turned against
         IMDS); redirects are not followed. The caller owns the client and closes it.
         """
-        self._check_open()
-        inner = await self._runner.mtls_transport(token.binding_certificate.der)
+        inner = await self.mtls_transport(token.binding_certificate)
         headers = httpx.Headers(httpx_kwargs.pop("headers", None))
         headers["Authorization"] = token.authorization_header()
         return httpx.AsyncClient(
@@ -267,6 +266,30 @@ class MsiV2Client:
             trust_env=self._runner.proxy_from_environment,
             **httpx_kwargs,
         )
+
+    async def mtls_transport(self, certificate: BindingCertificate) -> httpx.AsyncBaseTransport:
+        """A new httpx transport presenting ``certificate`` (with our key) in every TLS handshake.
+
+        It verifies servers like the STS calls do (system trust plus ``ca_bundle``, TLS 1.2+). It is not
+        guarded against plain http or link-local targets: wrap it as :meth:`resource_client` does.
+        The caller owns and closes it.
+        """
+        self._check_open()
+        return await self._runner.mtls_transport(certificate.der)
+
+    def mtls_sync_transport(self, certificate: BindingCertificate) -> httpx.BaseTransport:
+        """The blocking counterpart of :meth:`mtls_transport`, for sync httpx clients (blocking call)."""
+        self._check_open()
+        factory = getattr(self.backend, "mtls_sync_transport", None)
+        if not callable(factory):
+            raise ConfigurationError(f"backend {self.backend.name!r} offers no sync mTLS transport")
+        transport: httpx.BaseTransport = factory(certificate.der, self._runner.tls)
+        return transport
+
+    @property
+    def proxy_from_environment(self) -> bool:
+        """Whether STS and resource calls honour ``HTTPS_PROXY`` and friends."""
+        return self._runner.proxy_from_environment
 
     def _check_open(self) -> None:
         if self._closed:

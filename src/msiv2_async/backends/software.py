@@ -169,6 +169,10 @@ class SoftwareBackend:
         """An httpx transport presenting the certificate and key in every handshake."""
         return httpx.AsyncHTTPTransport(verify=self.client_ssl_context(certificate_der, tls))
 
+    def mtls_sync_transport(self, certificate_der: bytes, tls: TlsSettings) -> httpx.BaseTransport:
+        """The sync httpx transport presenting the certificate and key."""
+        return httpx.HTTPTransport(verify=self.client_ssl_context(certificate_der, tls))
+
     def close(self) -> None:
         """Drop the key object (OpenSSL clears its memory when it is freed)."""
         self._key = None
