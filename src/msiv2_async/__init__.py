@@ -25,7 +25,14 @@ from ._errors import (
     TokenRequestError,
     UntrustedEndpointError,
 )
-from ._models import BindingCertificate, ManagedIdentity, MtlsPopToken
+from ._models import (
+    BearerToken,
+    BindingCertificate,
+    Capabilities,
+    ManagedIdentity,
+    ManagedIdentitySource,
+    MtlsPopToken,
+)
 from ._retry import NO_RETRY, RetryPolicy
 from ._store import BindingStore, FileBindingStore, PersistedBinding
 from .backends import BackendInfo, KeyBackend, SoftwareBackend, available_backends, get_backend
@@ -39,9 +46,11 @@ __all__ = [
     "BackendError",
     "BackendInfo",
     "BackendNotFoundError",
+    "BearerToken",
     "BindingCertificate",
     "BindingMismatchError",
     "BindingStore",
+    "Capabilities",
     "CertificateIssuanceError",
     "Clock",
     "ConfigurationError",
@@ -54,6 +63,7 @@ __all__ = [
     "KeyBackend",
     "MalformedResponseError",
     "ManagedIdentity",
+    "ManagedIdentitySource",
     "MsiV2Client",
     "MsiV2Error",
     "MsiV2TimeoutError",

@@ -18,7 +18,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._models import Binding, ManagedIdentity, MtlsPopToken
+from ._models import BearerToken, Binding, ManagedIdentity, MtlsPopToken
 
 EXPIRY_MARGIN = 300.0
 CERTIFICATE_SKEW = 300.0
@@ -41,7 +41,7 @@ class TokenKey:
 class CachedToken:
     """A cached token and when its last refresh was attempted (monotonic seconds)."""
 
-    token: MtlsPopToken
+    token: MtlsPopToken | BearerToken
     last_refresh_attempt: float | None = None
 
 
@@ -69,12 +69,14 @@ class CachePolicy:
         renew_at = not_before + self.renewal_fraction * (not_after - not_before)
         return now >= renew_at or not self.certificate_usable(binding, now)
 
-    def token_usable(self, token: MtlsPopToken, now: float) -> bool:
-        """The token may be served: not near its expiry nor its certificate's."""
-        certificate_end = token.binding_certificate.not_after.timestamp() - self.certificate_skew
-        return now < min(token.expires_on - self.expiry_margin, certificate_end)
+    def token_usable(self, token: MtlsPopToken | BearerToken, now: float) -> bool:
+        """The token may be served: not near its expiry nor (if bound) its certificate's."""
+        end = token.expires_on - self.expiry_margin
+        if token.binding_certificate is not None:
+            end = min(end, token.binding_certificate.not_after.timestamp() - self.certificate_skew)
+        return now < end
 
-    def token_due(self, token: MtlsPopToken, now: float) -> bool:
+    def token_due(self, token: MtlsPopToken | BearerToken, now: float) -> bool:
         """The token should be refreshed (it may still be usable)."""
         return token.refresh_on is not None and now >= token.refresh_on
 
@@ -113,9 +115,10 @@ class TokenCache:
         """The entry for ``key``."""
         return self.entries.get(key)
 
-    def put(self, key: TokenKey, token: MtlsPopToken) -> None:
-        """Store ``token`` (served with ``source="cache"``); drop every token bound to another certificate."""
-        self.drop_certificate(lambda thumbprint: thumbprint != key.certificate_thumbprint)
+    def put(self, key: TokenKey, token: MtlsPopToken | BearerToken) -> None:
+        """Store ``token`` (served as ``source="cache"``); a bound token evicts other certificates' tokens."""
+        if key.certificate_thumbprint:
+            self.drop_certificate(lambda thumbprint: thumbprint not in ("", key.certificate_thumbprint))
         self.entries[key] = CachedToken(dataclasses.replace(token, source="cache"))
 
     def drop_certificate(self, matches: Callable[[str], bool]) -> None:

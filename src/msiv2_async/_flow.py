@@ -13,10 +13,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import _binding, _csr, _imds, _retry, _sts
+from . import _binding, _csr, _imds, _imds_v1, _retry, _sts
 from ._effects import Attest, Effect, HttpRequest, HttpResponse, OpenKey, Sign, Sleep, TransportFailure
 from ._errors import BackendError, ImdsThrottledError, MsiV2Error
-from ._models import Binding, ManagedIdentity, MtlsPopToken, PlatformMetadata, RsaPublicNumbers
+from ._models import (
+    BearerToken,
+    Binding,
+    ManagedIdentity,
+    ManagedIdentitySource,
+    MtlsPopToken,
+    PlatformMetadata,
+    RsaPublicNumbers,
+)
 
 KEY_NAME_PREFIX = "MsiV2AsyncKey_"
 
@@ -207,3 +215,58 @@ def acquire(
     scope = _sts.normalize_scope(scope)  # a bad scope fails before any request or key operation
     binding = yield from new_binding(settings, correlation_id, now)
     return (yield from request_token(settings, binding, scope, correlation_id, now, claims))
+
+
+def bearer_token(
+    settings: FlowSettings, scope: str, correlation_id: str, requested_at: datetime
+) -> Generator[Effect, Any, BearerToken]:
+    """A bearer token from MSI v1, with the IMDS retry policy (PROTOCOL.md §7)."""
+    request = _imds_v1.token_request(settings.imds_endpoint, settings.identity, scope, correlation_id)
+    response = yield from imds_exchange(settings, request, correlation_id, requested_at)
+    token = _imds_v1.parse_token(response)
+    refresh_on = requested_at + timedelta(seconds=refresh_delay(token.expires_in, token.refresh_in))
+    return BearerToken(
+        access_token=token.access_token,
+        token_type=token.token_type,
+        expires_on=int((requested_at + timedelta(seconds=token.expires_in)).timestamp()),
+        refresh_on=int(refresh_on.timestamp()),
+        scope=scope,
+        correlation_id=correlation_id,
+    )
+
+
+def _probe_one(settings: FlowSettings, request: HttpRequest) -> Generator[Effect, Any, str | None]:
+    """None when IMDS answered the probe with 400 (it is there); else why not."""
+    attempts, first_status = 0, None
+    while True:
+        result: HttpResponse | TransportFailure = yield request
+        attempts += 1
+        if isinstance(result, TransportFailure):
+            status, reason = None, f"no answer ({result.error})"
+        elif result.status == 400:
+            return None
+        else:
+            status, reason = result.status, f"HTTP {result.status}"
+            first_status = first_status or status
+        if status == 404:
+            return reason
+        decision = _retry.imds_decision(settings.retry, attempts, status, first_status, None)
+        if decision.delay is None:
+            return reason
+        yield Sleep(decision.delay, f"IMDS probe: {reason}", MsiV2Error(reason))
+
+
+def probe(
+    settings: FlowSettings, correlation_id: str
+) -> Generator[Effect, Any, tuple[ManagedIdentitySource, str]]:
+    """Which IMDS this host has: v2 (``getplatformmetadata`` answers 400 without ``Metadata``), else v1."""
+    v2_request, v1_request = _imds_v1.probe_requests(
+        settings.imds_endpoint, settings.identity, correlation_id
+    )
+    v2_problem = yield from _probe_one(settings, v2_request)
+    if v2_problem is None:
+        return ManagedIdentitySource.IMDS_V2, "IMDS v2 answered the probe"
+    v1_problem = yield from _probe_one(settings, v1_request)
+    if v1_problem is None:
+        return ManagedIdentitySource.IMDS_V1_ONLY, f"IMDSv2: {v2_problem}. IMDSv1 answered the probe."
+    return ManagedIdentitySource.UNAVAILABLE, f"IMDSv2: {v2_problem}. IMDSv1: {v1_problem}."

@@ -25,7 +25,7 @@ ISSUE_CREDENTIAL = "issuecredential"
 
 _WIRE_SELECTOR = {"client_id": "client_id", "object_id": "object_id", "resource_id": "mi_res_id"}
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_USER_AGENT = "msiv2-async"
+USER_AGENT = "msiv2-async"
 
 
 def is_guid(value: str) -> bool:
@@ -61,7 +61,7 @@ def _url(base: str, path: str, identity: ManagedIdentity) -> str:
 
 
 def _headers(correlation_id: str) -> dict[str, str]:
-    return {"Metadata": "true", "x-ms-client-request-id": correlation_id, "User-Agent": _USER_AGENT}
+    return {"Metadata": "true", "x-ms-client-request-id": correlation_id, "User-Agent": USER_AGENT}
 
 
 def metadata_request(base: str, identity: ManagedIdentity, correlation_id: str) -> HttpRequest:

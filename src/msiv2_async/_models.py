@@ -6,6 +6,7 @@ Every field that holds a secret is excluded from ``repr``.
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -160,3 +161,56 @@ class MtlsPopToken:
     def authorization_header(self) -> str:
         """The ``Authorization`` header value: ``mtls_pop <token>``."""
         return f"{self.token_type} {self.access_token}"
+
+
+@dataclass(frozen=True)
+class BearerToken:
+    """A bearer token from MSI v1 (not bound to a certificate); the token never appears in ``repr``."""
+
+    access_token: str = field(repr=False)
+    token_type: str
+    expires_on: int
+    refresh_on: int
+    scope: str
+    correlation_id: str
+    source: Literal["cache", "identity_provider"] = "identity_provider"
+    binding_certificate: None = None
+
+    def authorization_header(self) -> str:
+        """The ``Authorization`` header value: ``Bearer <token>``."""
+        return f"Bearer {self.access_token}"
+
+
+BINDING_STRENGTHS = {"none": 0, "software": 1, "hardware": 2, "keyguard": 3}
+
+
+def binding_rank(strength: str) -> int:
+    """The order of binding strengths: none < software < hardware < keyguard."""
+    try:
+        return BINDING_STRENGTHS[strength]
+    except KeyError:
+        raise ConfigurationError(
+            f"unknown binding strength {strength!r}; use one of {', '.join(BINDING_STRENGTHS)}"
+        ) from None
+
+
+class ManagedIdentitySource(enum.Enum):
+    """What the capability probe found on this host."""
+
+    IMDS_V2 = "imds_v2"
+    IMDS_V1_ONLY = "imds_v1_only"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """The answer of :meth:`MsiV2Client.get_capabilities`."""
+
+    source: ManagedIdentitySource
+    max_binding_strength: str
+    reason: str | None = None
+
+    @property
+    def mtls_pop_supported(self) -> bool:
+        """True when this host and backend can get mtls_pop tokens."""
+        return binding_rank(self.max_binding_strength) > 0

@@ -6,7 +6,7 @@ import os
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import anyio
 import httpx
@@ -22,11 +22,21 @@ from ._errors import (
     ConfigurationError,
     MsiV2Error,
     MsiV2TimeoutError,
+    MsiV2UnavailableError,
     TokenRequestError,
     UntrustedEndpointError,
 )
 from ._logging import get_logger
-from ._models import Binding, BindingCertificate, ManagedIdentity, MtlsPopToken
+from ._models import (
+    BearerToken,
+    Binding,
+    BindingCertificate,
+    Capabilities,
+    ManagedIdentity,
+    ManagedIdentitySource,
+    MtlsPopToken,
+    binding_rank,
+)
 from ._redact import fingerprint
 from ._resource import ResourceGuardTransport
 from ._retry import DEFAULT_RETRY, RetryPolicy
@@ -35,11 +45,14 @@ from ._store import CACHE_DIR_ENV, BindingStore, FileBindingStore, PersistedBind
 from .backends import KeyBackend, TlsSettings, get_backend
 
 DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
+MTLS_POP = "mtls_pop"
+BEARER = "bearer"
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_FAILURE_CACHE_SECONDS = 5.0
 CA_BUNDLE_ENV = "MSIV2_ASYNC_CA_BUNDLE"
 
 T = TypeVar("T")
+AnyToken = MtlsPopToken | BearerToken
 _log = get_logger("msiv2_async.client")
 
 
@@ -65,6 +78,8 @@ class MsiV2Client:
     - ``retry``: a :class:`RetryPolicy` (IMDS back-off 1/2/4 s, 410 every 10 s for 70 s, STS one retry).
     - ``proxy_from_environment``: let the STS and resource calls use ``HTTPS_PROXY`` and friends
       (default off). IMDS never uses a proxy.
+    - ``min_binding_strength``: a floor (``"software"``, ``"keyguard"``) for mtls_pop tokens; a backend
+      below it fails fast with :class:`MsiV2UnavailableError` before any request.
     - ``clock``: the time source of every cache decision (tests pass a fake one).
     - ``step_observer``: called with each timed :class:`Step` (key, csr_sign, getplatformmetadata, ...).
 
@@ -91,6 +106,7 @@ class MsiV2Client:
         failure_cache_seconds: float = DEFAULT_FAILURE_CACHE_SECONDS,
         retry: RetryPolicy | None = None,
         proxy_from_environment: bool = False,
+        min_binding_strength: str = "none",
         clock: Clock | None = None,
         imds_transport: httpx.AsyncBaseTransport | None = None,
         step_observer: Callable[[Step], None] | None = None,
@@ -138,9 +154,13 @@ class MsiV2Client:
         self._binding: Binding | None = None
         self._tokens = TokenCache()
         self._mints: SingleFlight[str, Binding] = SingleFlight(self._clock, failure_cache_seconds)
-        self._token_flights: SingleFlight[tuple[str, str | None], MtlsPopToken] = SingleFlight(
+        self._token_flights: SingleFlight[tuple[str, str, str | None], AnyToken] = SingleFlight(
             self._clock, failure_cache_seconds
         )
+        self._probes: SingleFlight[str, Capabilities] = SingleFlight(self._clock, 0)
+        self._capabilities: Capabilities | None = None
+        self._min_strength = min_binding_strength
+        self._min_rank = binding_rank(min_binding_strength)
         self._stats = CacheStats()
         self._task_group: TaskGroup | None = None
         self._closed = False
@@ -217,32 +237,91 @@ class MsiV2Client:
         """Alias of :meth:`aclose` (the Azure SDK name)."""
         await self.aclose()
 
+    @overload
+    async def acquire_token(
+        self,
+        scope: str = ...,
+        *,
+        token_type: Literal["mtls_pop"] = ...,
+        claims: str | None = ...,
+        force_refresh: bool = ...,
+        timeout: float | None = ...,
+    ) -> MtlsPopToken: ...
+
+    @overload
+    async def acquire_token(
+        self,
+        scope: str = ...,
+        *,
+        token_type: Literal["bearer"],
+        claims: str | None = ...,
+        force_refresh: bool = ...,
+        timeout: float | None = ...,
+    ) -> BearerToken: ...
+
     async def acquire_token(
         self,
         scope: str = DEFAULT_SCOPE,
         *,
+        token_type: Literal["mtls_pop", "bearer"] = "mtls_pop",
         claims: str | None = None,
         force_refresh: bool = False,
         timeout: float | None = None,
-    ) -> MtlsPopToken:
-        """An mtls_pop token for ``scope``, from the cache when one may be served.
+    ) -> AnyToken:
+        """A token for ``scope``, from the cache when one may be served.
 
-        ``scope`` is a resource (``https://vault.azure.net``) or a ``.default`` scope. ``claims``
-        (sent to the STS) and ``force_refresh`` bypass the cache. ``timeout`` overrides the client's
-        deadline for this call.
+        ``scope`` is a resource (``https://vault.azure.net``) or a ``.default`` scope. ``token_type``
+        ``"mtls_pop"`` (the default) runs MSI v2 and never falls back to v1; ``"bearer"`` asks MSI v1
+        (``/metadata/identity/oauth2/token``) with the same retry, cache and single-flight rules.
+        ``claims`` (sent to the STS; mtls_pop only) and ``force_refresh`` bypass the cache.
+        ``timeout`` overrides the client's deadline for this call.
         """
         self._check_open()
         scope = _sts.normalize_scope(scope)
+        if token_type not in (MTLS_POP, BEARER):
+            raise ConfigurationError(f"token_type must be 'mtls_pop' or 'bearer', not {token_type!r}")
+        if token_type == BEARER and claims:
+            raise ConfigurationError("claims can only be sent with mtls_pop tokens (MSI v1 takes none)")
+        if token_type == MTLS_POP:
+            self._check_binding_strength()
         if not (claims or force_refresh):
-            cached, due = self._from_cache(scope)
+            cached, due = self._from_cache(token_type, scope)
             if cached is not None:
                 if due and self._task_group is None:
-                    return await self._refresh_inline(scope, cached, timeout)
+                    return await self._refresh_inline(token_type, scope, cached, timeout)
                 return cached
         self._stats.misses += 1
         if force_refresh:
-            self._token_flights.forget_failure((scope, claims))
-        return await self._with_deadline(lambda: self._token_flight(scope, claims), timeout)
+            self._token_flights.forget_failure((token_type, scope, claims))
+        return await self._with_deadline(lambda: self._token_flight(token_type, scope, claims), timeout)
+
+    def _check_binding_strength(self) -> None:
+        if binding_rank(self.backend.binding_strength) < self._min_rank:
+            raise MsiV2UnavailableError(
+                f"the key backend {self.backend.name!r} gives binding strength "
+                f"{self.backend.binding_strength!r}, below the required minimum {self._min_strength!r}; "
+                "install and select a stronger backend (e.g. keyguard on a Windows VM with VBS)"
+            )
+
+    async def get_capabilities(self, *, timeout: float = 15.0) -> Capabilities:
+        """Probe which Managed Identity this host offers (PROTOCOL.md §2.3), once per client.
+
+        IMDS v2 when ``getplatformmetadata`` answers 400 to a request without ``Metadata``; else v1
+        when the v1 token endpoint does; else unavailable. The maximum binding strength is the
+        backend's on a v2 host and ``"none"`` otherwise. Bounded by ``timeout`` seconds.
+        """
+        self._check_open()
+        if self._capabilities is None:
+            self._capabilities = await self._with_deadline(
+                lambda: self._probes.run("probe", self._probe), timeout
+            )
+        return self._capabilities
+
+    async def _probe(self) -> Capabilities:
+        correlation_id = str(uuid.uuid4())
+        source, reason = await self._runner.run(_flow.probe(self._settings, correlation_id), correlation_id)
+        strength = self.backend.binding_strength if source is ManagedIdentitySource.IMDS_V2 else "none"
+        return Capabilities(source=source, max_binding_strength=strength, reason=reason)
 
     async def get_binding_certificate(self, *, timeout: float | None = None) -> BindingCertificate:
         """The current binding certificate, minting one if needed (no token is requested)."""
@@ -307,39 +386,42 @@ class MsiV2Client:
                 f"acquire_token did not finish within {deadline} s; IMDS or the STS is slow or unreachable"
             ) from None
 
-    def _token_key(self, scope: str, binding: Binding) -> TokenKey:
+    def _token_key(self, token_type: str, scope: str, binding: Binding | None) -> TokenKey:
         return TokenKey(
             identity=self.identity,
             scope=scope,
-            token_type=_sts.TOKEN_TYPE,
-            attested=binding.attested,
-            certificate_thumbprint=binding.certificate.thumbprint_sha256,
+            token_type=token_type,
+            attested=binding.attested if binding else False,
+            certificate_thumbprint=binding.certificate.thumbprint_sha256 if binding else "",
         )
 
-    def _from_cache(self, scope: str) -> tuple[MtlsPopToken | None, bool]:
+    def _from_cache(self, token_type: str, scope: str) -> tuple[AnyToken | None, bool]:
         """A servable cached token and whether it is due for refresh (which this call then starts)."""
-        binding = self._binding
-        entry = self._tokens.get(self._token_key(scope, binding)) if binding else None
-        now = self._clock.time()
-        if binding is None or entry is None or not self._policy.token_usable(entry.token, now):
+        binding = self._binding if token_type == MTLS_POP else None
+        if token_type == MTLS_POP and binding is None:
             return None, False
-        due = self._policy.token_due(entry.token, now) or self._policy.certificate_due(binding, now)
+        entry = self._tokens.get(self._token_key(token_type, scope, binding))
+        now = self._clock.time()
+        if entry is None or not self._policy.token_usable(entry.token, now):
+            return None, False
+        due = self._policy.token_due(entry.token, now) or (
+            binding is not None and self._policy.certificate_due(binding, now)
+        )
         if not due:
             self._stats.hits += 1
             return entry.token, False
         self._stats.stale_hits += 1
-        if not self._policy.may_retry_refresh(
-            entry, self._clock.monotonic()
-        ) or self._token_flights.in_flight((scope, None)):
+        in_flight = self._token_flights.in_flight((token_type, scope, None))
+        if in_flight or not self._policy.may_retry_refresh(entry, self._clock.monotonic()):
             return entry.token, False
         entry.last_refresh_attempt = self._clock.monotonic()
         if self._task_group is not None:
-            self._task_group.start_soon(self._refresh_in_background, scope)
+            self._task_group.start_soon(self._refresh_in_background, token_type, scope)
         return entry.token, True
 
-    async def _refresh_in_background(self, scope: str) -> None:
+    async def _refresh_in_background(self, token_type: str, scope: str) -> None:
         try:
-            await self._with_deadline(lambda: self._token_flight(scope, None), None)
+            await self._with_deadline(lambda: self._token_flight(token_type, scope, None), None)
             self._stats.background_refreshes += 1
         except Exception as exc:
             self._stats.failed_refreshes += 1
@@ -347,18 +429,37 @@ class MsiV2Client:
                 "background refresh for %s failed; serving the cached token meanwhile: %s", scope, exc
             )
 
-    async def _refresh_inline(self, scope: str, cached: MtlsPopToken, timeout: float | None) -> MtlsPopToken:
+    async def _refresh_inline(
+        self, token_type: str, scope: str, cached: AnyToken, timeout: float | None
+    ) -> AnyToken:
         try:
-            return await self._with_deadline(lambda: self._token_flight(scope, None), timeout)
+            return await self._with_deadline(lambda: self._token_flight(token_type, scope, None), timeout)
         except MsiV2Error as exc:
             self._stats.failed_refreshes += 1
             _log.warning("refresh for %s failed; serving the cached token: %s", scope, exc)
             return cached
 
-    async def _token_flight(self, scope: str, claims: str | None) -> MtlsPopToken:
-        return await self._token_flights.run((scope, claims), lambda: self._fetch_token(scope, claims))
+    async def _token_flight(self, token_type: str, scope: str, claims: str | None) -> AnyToken:
+        fetch = self._fetch_bearer if token_type == BEARER else self._fetch_mtls_pop
+        return await self._token_flights.run((token_type, scope, claims), lambda: fetch(scope, claims))
 
-    async def _fetch_token(self, scope: str, claims: str | None) -> MtlsPopToken:
+    async def _fetch_bearer(self, scope: str, claims: str | None) -> AnyToken:
+        self._stats.token_flights += 1
+        correlation_id = str(uuid.uuid4())
+        flow = _flow.bearer_token(self._settings, scope, correlation_id, utc(self._clock.time()))
+        token = await self._runner.run(flow, correlation_id)
+        self._tokens.put(self._token_key(BEARER, scope, None), token)
+        _log.info(
+            "acquired Bearer token from MSI v1 for %s (identity %s, expires_on %d, token %s, request id %s)",
+            scope,
+            self.identity.describe(),
+            token.expires_on,
+            fingerprint(token.access_token),
+            correlation_id,
+        )
+        return token
+
+    async def _fetch_mtls_pop(self, scope: str, claims: str | None) -> AnyToken:
         self._stats.token_flights += 1
         binding = await self._current_binding()
         try:
@@ -375,7 +476,7 @@ class MsiV2Client:
             binding = await self._current_binding(rejected=binding)
             token = await self._request_token(binding, scope, claims)
         if claims is None and binding is self._binding:
-            self._tokens.put(self._token_key(scope, binding), token)
+            self._tokens.put(self._token_key(MTLS_POP, scope, binding), token)
         return token
 
     async def _request_token(self, binding: Binding, scope: str, claims: str | None) -> MtlsPopToken:
