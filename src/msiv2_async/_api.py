@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Any
+from typing import Any, Literal, overload
 
 from anyio.lowlevel import RunVar
 
-from ._models import MtlsPopToken
+from ._models import BearerToken, MtlsPopToken
 from .client import DEFAULT_SCOPE, MsiV2Client
 
 _DEFAULT_CLIENTS: RunVar[dict[Hashable, MsiV2Client]] = RunVar("msiv2_async_default_clients")
@@ -40,15 +40,42 @@ def default_client(**client_kwargs: Any) -> MsiV2Client:
     return client
 
 
+@overload
+async def acquire_token(
+    scope: str = ...,
+    *,
+    client: MsiV2Client | None = ...,
+    token_type: Literal["mtls_pop"] = ...,
+    claims: str | None = ...,
+    force_refresh: bool = ...,
+    timeout: float | None = ...,
+    **client_kwargs: Any,
+) -> MtlsPopToken: ...
+
+
+@overload
+async def acquire_token(
+    scope: str = ...,
+    *,
+    client: MsiV2Client | None = ...,
+    token_type: Literal["bearer"],
+    claims: str | None = ...,
+    force_refresh: bool = ...,
+    timeout: float | None = ...,
+    **client_kwargs: Any,
+) -> BearerToken: ...
+
+
 async def acquire_token(
     scope: str = DEFAULT_SCOPE,
     *,
     client: MsiV2Client | None = None,
+    token_type: Literal["mtls_pop", "bearer"] = "mtls_pop",
     claims: str | None = None,
     force_refresh: bool = False,
     timeout: float | None = None,
     **client_kwargs: Any,
-) -> MtlsPopToken:
+) -> MtlsPopToken | BearerToken:
     """An mtls_pop token for ``scope``.
 
     With ``client``, that client is used. Otherwise the event loop's default client for
@@ -56,6 +83,10 @@ async def acquire_token(
     calls are served from its cache. :func:`aclose_default_clients` closes those clients.
     """
     chosen = client if client is not None else default_client(**client_kwargs)
+    if token_type == "bearer":
+        return await chosen.acquire_token(
+            scope, token_type="bearer", force_refresh=force_refresh, timeout=timeout
+        )
     return await chosen.acquire_token(scope, claims=claims, force_refresh=force_refresh, timeout=timeout)
 
 
