@@ -25,6 +25,7 @@ from ._errors import (
     TokenRequestError,
     UntrustedEndpointError,
 )
+from ._httpx import MtlsPopAuth, MtlsPopSyncTransport, MtlsPopTransport, create_mtls_client
 from ._models import (
     BearerToken,
     BindingCertificate,
@@ -37,6 +38,7 @@ from ._retry import NO_RETRY, RetryPolicy
 from ._store import BindingStore, FileBindingStore, PersistedBinding
 from .backends import BackendInfo, KeyBackend, SoftwareBackend, available_backends, get_backend
 from .client import DEFAULT_SCOPE, MsiV2Client
+from .sync import MsiV2SyncClient, acquire_token_sync, close_default_sync_clients
 
 __version__ = "0.1.0"
 
@@ -66,9 +68,13 @@ __all__ = [
     "ManagedIdentitySource",
     "MsiV2Client",
     "MsiV2Error",
+    "MsiV2SyncClient",
     "MsiV2TimeoutError",
     "MsiV2UnavailableError",
+    "MtlsPopAuth",
+    "MtlsPopSyncTransport",
     "MtlsPopToken",
+    "MtlsPopTransport",
     "PersistedBinding",
     "RetryPolicy",
     "SoftwareBackend",
@@ -81,7 +87,10 @@ __all__ = [
     "__version__",
     "aclose_default_clients",
     "acquire_token",
+    "acquire_token_sync",
     "available_backends",
+    "close_default_sync_clients",
+    "create_mtls_client",
     "default_client",
     "get_backend",
 ]

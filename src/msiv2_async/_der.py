@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 SEQUENCE = 0x30
 SET = 0x31
 INTEGER = 0x02
@@ -43,8 +45,9 @@ def bit_string(data: bytes) -> bytes:
     return tlv(BIT_STRING, b"\x00" + data)
 
 
+@functools.lru_cache(maxsize=128)
 def oid(dotted: str) -> bytes:
-    """OBJECT IDENTIFIER from its dotted form."""
+    """OBJECT IDENTIFIER from its dotted form (memoized: a CSR uses the same few OIDs every time)."""
     arcs = [int(part) for part in dotted.split(".")]
     body = bytearray()
     for arc in (40 * arcs[0] + arcs[1], *arcs[2:]):

@@ -10,6 +10,7 @@ import contextlib
 import os
 import stat
 import tempfile
+import time
 
 from ._errors import ConfigurationError
 from ._logging import get_logger
@@ -36,7 +37,8 @@ def ensure_private_directory(path: str) -> None:
 def read_private_file(path: str) -> bytes | None:
     """The content of ``path``; ``None`` if absent or refused (symlink, other owner, group/other bits)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -78,6 +80,17 @@ def write_private_file(path: str, data: bytes) -> None:
         os.fsync(directory_fd)
     finally:
         os.close(directory_fd)
+
+
+def remove_stale_temporaries(directory: str, older_than: float = 60.0) -> None:
+    """Delete ``.tmp-*`` files that a process killed mid-write left behind."""
+    cutoff = time.time() - older_than
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.startswith(".tmp-") and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(entry.path)
 
 
 def remove_file(path: str) -> None:

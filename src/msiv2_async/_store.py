@@ -22,7 +22,13 @@ import anyio
 import anyio.to_thread
 
 from ._errors import ConfigurationError
-from ._files import ensure_private_directory, read_private_file, remove_file, write_private_file
+from ._files import (
+    ensure_private_directory,
+    read_private_file,
+    remove_file,
+    remove_stale_temporaries,
+    write_private_file,
+)
 
 SCHEMA_VERSION = 1
 CACHE_DIR_ENV = "MSIV2_ASYNC_CACHE_DIR"
@@ -119,8 +125,9 @@ class FileBindingStore:
         return None if data is None else _decode(slot, data)
 
     async def save(self, slot: str, binding: PersistedBinding) -> None:
-        """Atomic replace of the slot's file."""
+        """Atomic replace of the slot's file (and cleanup of temporaries left by killed writers)."""
         await anyio.to_thread.run_sync(write_private_file, self._path(slot, ".json"), _encode(slot, binding))
+        await anyio.to_thread.run_sync(remove_stale_temporaries, self.directory)
 
     async def delete(self, slot: str) -> None:
         """Remove the slot's file."""
@@ -132,7 +139,13 @@ class FileBindingStore:
         import fcntl
 
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        fd = await anyio.to_thread.run_sync(os.open, self._path(slot, ".lock"), flags, 0o600)
+        path = self._path(slot, ".lock")
+        try:
+            fd = await anyio.to_thread.run_sync(os.open, path, flags, 0o600)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot use the cache lock file {path!r} ({exc.strerror}); remove it if it is a symlink"
+            ) from None
         try:
             with anyio.move_on_after(LOCK_TIMEOUT_SECONDS):
                 while True:

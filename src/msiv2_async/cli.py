@@ -3,6 +3,8 @@
     msiv2-async token      the real flow against IMDS, then (optionally) one resource call
     msiv2-async emulator   run the local IMDS + STS + resource emulator until interrupted
     msiv2-async demo       start the emulator in-process and run ``token`` against it
+    msiv2-async doctor     check IMDS, identity, clock, backends, TLS, proxies: OK/WARN/FAIL with fixes
+    msiv2-async decode     a token's header and claims as JSON (signature NOT verified), cnf vs a cert
 
 Progress and logs go to stderr, the resource body (or, with ``--json``, one JSON object) to stdout.
 Exit status: 0 success, 1 failure (with a one-line reason and a hint where one is known), 2 usage.
@@ -153,7 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--resource-port", type=int, default=0, help="resource port (default: any free port)"
     )
     emulator.add_argument("--require-attestation", action="store_true", help="IMDS demands attestation_token")
+    _add_tooling_parsers(commands)
     return parser
+
+
+def _add_tooling_parsers(commands: Any) -> None:
+    from . import _decode, _doctor
+
+    _doctor.add_parser(commands)
+    _decode.add_parser(commands)
 
 
 class Progress:
@@ -163,13 +173,17 @@ class Progress:
         self._stream = stream
         self._quiet = quiet
         self._count = 0
+        self._key_announced = False
 
     def step(self, step: Step) -> None:
-        """Print one finished step."""
+        """Print one finished step (and, after the metadata, that the key step comes next)."""
         self._count += 1
         if not self._quiet:
             title = _STEP_TITLES.get(step.name, step.name)
             print(f"[{self._count}] {title:.<58} {step.milliseconds:8.1f} ms", file=self._stream)
+            if step.name == "getplatformmetadata" and not self._key_announced:
+                self._key_announced = True
+                print("    opening the binding key (generating it if new)...", file=self._stream)
 
     def line(self, text: str) -> None:
         """Print one informational line."""
@@ -343,11 +357,46 @@ def command_emulator(options: argparse.Namespace) -> int:
     return 0
 
 
+class _RetryLine(logging.Handler):
+    """Prints the driver's back-off messages (``msiv2_async.retry``, INFO) as progress lines."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(logging.INFO)
+        self._stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(f"    waiting: {record.getMessage()}", file=self._stream, flush=True)
+        except Exception:
+            self.handleError(record)
+
+
+def _show_retries(options: argparse.Namespace) -> None:
+    """In human, non-verbose mode, show each retry and its wait on stderr."""
+    if getattr(options, "json", False) or getattr(options, "verbose", False):
+        return
+    logger = logging.getLogger("msiv2_async.retry")
+    if not any(isinstance(handler, _RetryLine) for handler in logger.handlers):
+        logger.addHandler(_RetryLine(sys.stderr))
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``msiv2-async`` console script."""
     options = build_parser().parse_args(argv)
     if options.command == "emulator":
         return command_emulator(options)
+    if options.command == "decode":
+        from . import _decode
+
+        return _decode.main(options)
+    _show_retries(options)
+    if options.command == "doctor":
+        from . import _doctor
+
+        _configure_logging(options.verbose)
+        return _doctor.main(options)
     _configure_logging(options.verbose)
     if options.command == "demo":
         return command_demo(options)

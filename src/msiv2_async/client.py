@@ -462,6 +462,9 @@ class MsiV2Client:
     async def _fetch_mtls_pop(self, scope: str, claims: str | None) -> AnyToken:
         self._stats.token_flights += 1
         binding = await self._current_binding()
+        still_good = self._token_kept_through_failed_renewal(scope, binding) if claims is None else None
+        if still_good is not None:
+            return still_good
         try:
             token = await self._request_token(binding, scope, claims)
         except TokenRequestError as exc:
@@ -478,6 +481,18 @@ class MsiV2Client:
         if claims is None and binding is self._binding:
             self._tokens.put(self._token_key(MTLS_POP, scope, binding), token)
         return token
+
+    def _token_kept_through_failed_renewal(self, scope: str, binding: Binding) -> MtlsPopToken | None:
+        """While a due certificate could not be renewed, its still-fresh tokens stay; no new request."""
+        now = self._clock.time()
+        if not self._policy.certificate_due(binding, now):
+            return None
+        entry = self._tokens.get(self._token_key(MTLS_POP, scope, binding))
+        if entry is None or not isinstance(entry.token, MtlsPopToken):
+            return None
+        if not self._policy.token_usable(entry.token, now) or self._policy.token_due(entry.token, now):
+            return None
+        return entry.token
 
     async def _request_token(self, binding: Binding, scope: str, claims: str | None) -> MtlsPopToken:
         correlation_id = str(uuid.uuid4())

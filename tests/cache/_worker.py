@@ -4,13 +4,18 @@ Usage: ``python _worker.py CACHE_DIR IMDS_URL CA_BUNDLE ALLOWED_TOKEN_HOST [SCOP
 
 Prints ``{"thumbprint", "cnf", "mints", "persisted_loaded", "token_sha256"}`` on stdout and exits 0,
 or prints ``{"error": "<type>: <message>"}`` and exits 1. The token itself is never printed.
+
+``$CACHE_TEST_START_AT`` (Unix time), when set, makes the worker wait until then after its imports, so
+that workers started one after the other call ``acquire_token`` at the same moment.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
+import time
 
 import anyio
 
@@ -18,7 +23,9 @@ from msiv2_async import MsiV2Client, MsiV2Error
 from msiv2_async._binding import cnf_thumbprint
 
 
-async def _main(cache_dir: str, imds_url: str, ca_bundle: str, allowed_host: str, scope: str) -> dict[str, object]:
+async def _main(
+    cache_dir: str, imds_url: str, ca_bundle: str, allowed_host: str, scope: str
+) -> dict[str, object]:
     async with MsiV2Client(
         cache_dir=cache_dir,
         imds_endpoint=imds_url,
@@ -40,6 +47,8 @@ async def _main(cache_dir: str, imds_url: str, ca_bundle: str, allowed_host: str
 def main(argv: list[str]) -> int:
     cache_dir, imds_url, ca_bundle, allowed_host = argv[:4]
     scope = argv[4] if len(argv) > 4 else "https://vault.azure.net"
+    start_at = float(os.environ.get("CACHE_TEST_START_AT", "0"))
+    time.sleep(max(0.0, start_at - time.time()))
     try:
         result = anyio.run(_main, cache_dir, imds_url, ca_bundle, allowed_host, scope)
     except MsiV2Error as exc:
