@@ -4,8 +4,8 @@
 certificate the token is bound to in ``request.extensions["msiv2_binding_certificate"]``.
 ``MtlsPopTransport`` reads that extension and sends the request through an mTLS transport presenting
 exactly that certificate, so header and handshake always match, also while the certificate rotates:
-one inner transport per certificate, created on first use, at most two kept (the newest ones); an older
-one is closed as soon as no response from it is still open.
+one inner transport per certificate, created on first use, at most two kept (the most recently used); an
+older one is closed as soon as no response from it is still open.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Hashable
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import httpx
@@ -37,8 +37,6 @@ from ._errors import MsiV2Error
 from ._httpx import MtlsPopAuth, MtlsPopSyncTransport, _client_kwargs
 from ._models import BindingCertificate, MtlsPopToken
 from .client import DEFAULT_SCOPE, MsiV2Client
-
-T = TypeVar("T")
 
 
 def _running_event_loop() -> bool:
