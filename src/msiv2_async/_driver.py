@@ -159,9 +159,7 @@ class EffectRunner:
         if client is None:
             started = time.perf_counter()
             transport = await self.mtls_transport(binding.certificate.der)
-            client = httpx.AsyncClient(
-                transport=transport, follow_redirects=False, trust_env=self.proxy_from_environment
-            )
+            client = httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False)
             self._sts_clients[thumbprint] = client
             self._observe("mtls_setup", started)
         return client

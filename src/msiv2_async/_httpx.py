@@ -432,7 +432,12 @@ def _client_kwargs(httpx_kwargs: dict[str, Any], proxy_from_environment: bool) -
             raise ConfigurationError(f"{name}= cannot be set: the mTLS client brings its own")
     if httpx_kwargs.pop("follow_redirects", False):
         raise ConfigurationError("an mtls_pop client never follows redirects")
-    httpx_kwargs.setdefault("trust_env", proxy_from_environment)
+    if httpx_kwargs.pop("trust_env", False):
+        raise ConfigurationError(
+            "trust_env=True would route around the client certificate; use "
+            "MsiV2Client(proxy_from_environment=True) to tunnel through HTTPS_PROXY"
+        )
+    httpx_kwargs["trust_env"] = False  # a proxy, if any, lives inside the mTLS transport
     return httpx_kwargs
 
 

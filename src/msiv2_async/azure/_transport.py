@@ -137,7 +137,7 @@ class AsyncMtlsTransport(AsyncHttpTransport[HttpRequest, AsyncHttpResponse]):
             self._http = httpx.AsyncClient(
                 transport=MtlsPopTransport(self._client),
                 follow_redirects=False,
-                trust_env=self._client.proxy_from_environment,
+                trust_env=False,
             )
 
     async def close(self) -> None:

@@ -16,12 +16,14 @@ from .._models import RsaPublicNumbers
 
 @dataclass(frozen=True)
 class TlsSettings:
-    """How the mTLS transports verify the STS and resources: system trust plus an optional extra CA bundle.
+    """How the mTLS transports reach and verify the STS and resources.
 
-    Verification cannot be switched off; TLS 1.2 is the minimum.
+    System trust plus an optional extra CA bundle; verification cannot be switched off; TLS 1.2 is the
+    minimum. ``proxy`` is an http(s) proxy URL the transport must tunnel through (``None``: direct).
     """
 
     ca_bundle: str | None = None
+    proxy: str | None = None
 
 
 @runtime_checkable

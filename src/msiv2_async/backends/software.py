@@ -167,11 +167,11 @@ class SoftwareBackend:
 
     def mtls_transport(self, certificate_der: bytes, tls: TlsSettings) -> httpx.AsyncBaseTransport:
         """An httpx transport presenting the certificate and key in every handshake."""
-        return httpx.AsyncHTTPTransport(verify=self.client_ssl_context(certificate_der, tls))
+        return httpx.AsyncHTTPTransport(verify=self.client_ssl_context(certificate_der, tls), proxy=tls.proxy)
 
     def mtls_sync_transport(self, certificate_der: bytes, tls: TlsSettings) -> httpx.BaseTransport:
         """The sync httpx transport presenting the certificate and key."""
-        return httpx.HTTPTransport(verify=self.client_ssl_context(certificate_der, tls))
+        return httpx.HTTPTransport(verify=self.client_ssl_context(certificate_der, tls), proxy=tls.proxy)
 
     def close(self) -> None:
         """Drop the key object (OpenSSL clears its memory when it is freed)."""
