@@ -176,10 +176,8 @@ def _backends(choice: str | None, environ: Mapping[str, str]) -> tuple[Check, Ke
             "viable one with --backend / $MSIV2_ASYNC_BACKEND"
         )
         return Check("backends", FAIL, str(exc), fix, {"installed": listed}), None
-    selected = next((info for info in infos if info.name == backend.name), None)
-    details = {"installed": listed, "selected": backend.name}
-    strength = selected.binding_strength if selected else backend.binding_strength
-    summary = f"using {backend.name} (strength {strength}); installed: {installed}"
+    details = {"installed": listed, "selected": backend.name, "binding_strength": backend.binding_strength}
+    summary = f"using {backend.name} (strength {backend.binding_strength}); installed: {installed}"
     broken = [info for info in infos if info.reason and info.reason.startswith("could not be loaded")]
     if broken:
         fix = "reinstall or uninstall the broken backend distribution(s): " + ", ".join(
@@ -202,7 +200,12 @@ def _attestation_library(
     if not callable(locate):
         return Check(name, SKIP, "not checked: this build has no AttestationClientLib locator")
     selected_attests = bool(selected is not None and selected.supports_attestation)
-    wanted = selected_attests or any(info.viable and info.supports_attestation for info in infos)
+    keyguard = "keyguard"  # a KeyGuard key can be attested; without the library it is not
+    wanted = (
+        selected_attests
+        or (selected is not None and selected.binding_strength == keyguard)
+        or any(info.viable and (info.supports_attestation or info.name == keyguard) for info in infos)
+    )
     if _loader.mode(environ) is None and not wanted:
         return Check(
             name,
@@ -214,7 +217,11 @@ def _attestation_library(
         path = str(locate(environ=environ))
     except Exception as exc:
         status = FAIL if selected_attests else (WARN if wanted else OK)
-        summary = f"not found: {exc}" + ("" if wanted else " (no installed backend needs it)")
+        summary = f"not found: {exc}" + (
+            "; KeyGuard keys will not be attested, and IMDS may refuse unattested keys"
+            if wanted
+            else " (no installed backend needs it)"
+        )
         searched = list(getattr(exc, "searched", []) or [])
         fix = (
             "get AttestationClientLib.dll from the NuGet package "

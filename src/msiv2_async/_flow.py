@@ -253,7 +253,7 @@ def _probe_one(settings: FlowSettings, request: HttpRequest) -> Generator[Effect
         decision = _retry.imds_decision(settings.retry, attempts, status, first_status, None)
         if decision.delay is None:
             return reason
-        yield Sleep(decision.delay, f"IMDS probe: {reason}", MsiV2Error(reason))
+        yield _sleep(decision.delay, f"IMDS probe {request.endpoint}: {reason}", attempts, MsiV2Error(reason))
 
 
 def probe(

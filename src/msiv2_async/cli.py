@@ -5,6 +5,7 @@
     msiv2-async demo       start the emulator in-process and run ``token`` against it
     msiv2-async doctor     check IMDS, identity, clock, backends, TLS, proxies: OK/WARN/FAIL with fixes
     msiv2-async decode     a token's header and claims as JSON (signature NOT verified), cnf vs a cert
+    msiv2-async bench      the benchmarks (``python -m benchmarks``) of a source checkout
 
 Progress and logs go to stderr, the resource body (or, with ``--json``, one JSON object) to stdout.
 Exit status: 0 success, 1 failure (with a one-line reason and a hint where one is known), 2 usage.
@@ -155,7 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--resource-port", type=int, default=0, help="resource port (default: any free port)"
     )
     emulator.add_argument("--require-attestation", action="store_true", help="IMDS demands attestation_token")
+    backends = commands.add_parser(
+        "backends", help="list the installed key backends with viability and priority", allow_abbrev=False
+    )
+    backends.add_argument("--json", action="store_true", help="one JSON object on stdout")
     _add_tooling_parsers(commands)
+    commands.add_parser(  # listed for --help; main() hands its arguments to the benchmarks unparsed
+        "bench", help="run the benchmarks of a source checkout (python -m benchmarks)", add_help=False
+    )
     return parser
 
 
@@ -342,6 +350,7 @@ def command_emulator(options: argparse.Namespace) -> int:
         print(f"STS       {emulator.sts_url}")
         print(f"resource  {emulator.resource_url}")
         print(f"CA bundle {emulator.ca_bundle_path}")
+        print(f"control   {emulator.control_url}/  (README: 'Emulator fault injection')")
         print("\nPoint msiv2-async at it with:")
         for name, value in emulator.env().items():
             print(f"  export {name}='{value}'")
@@ -382,11 +391,65 @@ def _show_retries(options: argparse.Namespace) -> None:
         logger.setLevel(logging.INFO)
 
 
+def command_backends(options: argparse.Namespace) -> int:
+    """``backends``: every installed backend, best first; exit status 1 when none is viable."""
+    from .backends import available_backends
+
+    infos = available_backends()
+    if options.json:
+        rows = [
+            {
+                "name": info.name,
+                "viable": info.viable,
+                "priority": info.priority,
+                "reason": info.reason,
+                "binding_strength": info.binding_strength,
+                "supports_attestation": info.supports_attestation,
+                "distribution": info.distribution,
+                "version": info.version,
+            }
+            for info in infos
+        ]
+        print(json.dumps({"backends": rows}, indent=2))
+    else:
+        for info in infos:
+            state = f"viable, priority {info.priority:g}" if info.priority is not None else "not viable"
+            strength = f", strength {info.binding_strength}" if info.binding_strength else ""
+            origin = f" ({info.distribution} {info.version or ''})".rstrip() if info.distribution else ""
+            print(f"{info.name}: {state}{strength}{origin}" + (f": {info.reason}" if info.reason else ""))
+    return 0 if any(info.viable for info in infos) else 1
+
+
+def command_bench(arguments: Sequence[str]) -> int:
+    """Run ``python -m benchmarks`` of the source checkout this package is installed from, if any."""
+    import importlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "benchmarks" / "__main__.py").is_file():
+        print(
+            "msiv2-async: the benchmarks are part of the source repository, not of the installed package; "
+            "in a checkout run: pip install -e '.[emulator,bench]' && python -m benchmarks --quick "
+            "(or --target imds on an Azure VM)",
+            file=sys.stderr,
+        )
+        return 1
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    benchmarks = importlib.import_module("benchmarks")
+    return int(benchmarks.main(list(arguments)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``msiv2-async`` console script."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["bench"]:
+        return command_bench(arguments[1:])
     options = build_parser().parse_args(argv)
     if options.command == "emulator":
         return command_emulator(options)
+    if options.command == "backends":
+        return command_backends(options)
     if options.command == "decode":
         from . import _decode
 

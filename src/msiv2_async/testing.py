@@ -319,7 +319,8 @@ class BackendConformance:
 
         token_status, token, resource_status = anyio.run(exchange, backend=event_loop_name)
         assert token_status == 200, "the STS refused the token request over the backend's transport"
-        assert _binding.cnf_thumbprint(token) == binding.certificate.thumbprint_sha256
+        bound_to = _binding.cnf_thumbprint(token)  # outside the assert: a failure must not print the token
+        assert bound_to == binding.certificate.thumbprint_sha256
         assert resource_status == 200
         entry = emulator.resource_log[-1]
         assert entry["presented_x5t"] == binding.certificate.thumbprint_sha256
@@ -363,7 +364,8 @@ class BackendConformance:
             return token.binding_certificate.thumbprint_sha256, token.access_token, response.status_code
 
         thumbprint, token, status = anyio.run(run, backend=event_loop_name)
-        assert _binding.cnf_thumbprint(token) == thumbprint
+        bound_to = _binding.cnf_thumbprint(token)
+        assert bound_to == thumbprint
         assert status == 200
         assert emulator.resource_log[-1]["presented_x5t"] == thumbprint
 
