@@ -22,6 +22,7 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".msiv2-async-installed"
+KEYGUARD_PLUGIN = ROOT / "backends" / "keyguard"
 
 
 def run(*command: str | Path, check: bool = True) -> int:
@@ -53,12 +54,33 @@ def create_venv() -> None:
 def ensure_installed(extras: str) -> None:
     """Install the project (editable) with ``extras`` unless the same pyproject is already installed."""
     create_venv()
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+    plugin_pyproject = (KEYGUARD_PLUGIN / "pyproject.toml").read_bytes()
+    digest = hashlib.sha256(
+        (ROOT / "pyproject.toml").read_bytes() + extras.encode() + plugin_pyproject
+    ).hexdigest()
     if STAMP.exists() and STAMP.read_text() == digest:
         return
     run(PYTHON, "-m", "pip", "install", "-q", "--upgrade", "pip")
     run(PYTHON, "-m", "pip", "install", "-q", "-e", f".[{extras}]")
+    run(PYTHON, "-m", "pip", "install", "-q", "-e", KEYGUARD_PLUGIN)  # the KeyGuard backend plugin
     STAMP.write_text(digest)
+
+
+def ensure_native_toolchain() -> None:
+    """What the native checks compile with: gcc + OpenSSL headers (stand-ins), mingw-w64 (static check)."""
+    if not sys.platform.startswith("linux"):
+        return
+    missing = []
+    if shutil.which("gcc") is None:
+        missing.append("gcc")
+    if not Path("/usr/include/openssl/ssl.h").exists():
+        missing.append("libssl-dev")
+    if shutil.which("x86_64-w64-mingw32-gcc") is None:
+        missing.append("gcc-mingw-w64-x86-64")
+    if not Path("/usr/share/mingw-w64/include/windows.h").exists():
+        missing.append("mingw-w64-x86-64-dev")
+    if missing:
+        apt_install("--no-install-recommends", *missing)
 
 
 def demo(arguments: list[str]) -> int:
@@ -70,10 +92,12 @@ def demo(arguments: list[str]) -> int:
 def test(arguments: list[str]) -> int:
     """Every quality gate, in order; stops at the first failure."""
     ensure_installed("dev")
+    ensure_native_toolchain()
     gates = [
-        [BIN / "ruff", "check", "src", "tests", "scripts"],
-        [BIN / "ruff", "format", "--check", "src", "tests", "scripts"],
+        [BIN / "ruff", "check", "src", "tests", "scripts", "backends"],
+        [BIN / "ruff", "format", "--check", "src", "tests", "scripts", "backends"],
         [BIN / "mypy", "--strict", "src"],
+        [BIN / "mypy", "--strict", "backends/keyguard/src"],
         [BIN / "pytest", *arguments],
     ]
     for gate in gates:

@@ -1,3 +1,4 @@
+# ruff: noqa: E501 (the C text keeps the layout of NATIVE.md §5)
 """The cffi ``cdef`` text of the four Windows DLLs (NATIVE.md §5) and the tables checked against the headers.
 
 Every Windows typedef is spelled with a fixed-width type, so the same text parses on Linux and on

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
 from types import TracebackType
@@ -57,7 +58,5 @@ class OwnedHandle:
     def __del__(self) -> None:
         if getattr(self, "_value", None) is not None and hasattr(self, "_close_lock"):
             warnings.warn(f"unclosed {type(self).__name__}", ResourceWarning, stacklevel=2)
-            try:
+            with contextlib.suppress(Exception):
                 self.close()
-            except Exception:  # noqa: S110 - nothing useful can be done in a finalizer
-                pass

@@ -107,7 +107,7 @@ def load(path: str) -> Any:
 
 
 def system_library(name: str, environ: Mapping[str, str] = os.environ) -> Any:
-    """The loaded system DLL ``name``; raises :class:`NativeLibraryError` off Windows outside the test mode."""
+    """The loaded system DLL ``name``; :class:`NativeLibraryError` off Windows outside the test mode."""
     reason = unavailable_reason(environ)
     if reason is not None:
         raise NativeLibraryError(reason)
@@ -116,7 +116,7 @@ def system_library(name: str, environ: Mapping[str, str] = os.environ) -> Any:
 
 def last_error() -> int:
     """The calling thread's last error of the previous C call (``GetLastError``; ``errno`` for stand-ins)."""
-    if is_windows():
+    if sys.platform == "win32":
         error = ffi.getwinerror()
         return (error[0] if error else 0) & 0xFFFFFFFF
     return int(ffi.errno) & 0xFFFFFFFF

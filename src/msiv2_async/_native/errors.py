@@ -84,7 +84,7 @@ class WinHttpError(Win32Error):
 
 
 class AttestationError(NativeError):
-    """``AttestationClientLib`` returned a failure (``code`` is its negative result, ``name`` the enum name)."""
+    """``AttestationClientLib`` failed: ``code`` is its negative result, ``name`` the enum name."""
 
     def __init__(self, function: str, result: int, detail: str = "") -> None:
         BackendError.__init__(
