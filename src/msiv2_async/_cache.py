@@ -80,6 +80,19 @@ class CachePolicy:
         """The token should be refreshed (it may still be usable)."""
         return token.refresh_on is not None and now >= token.refresh_on
 
+    def fresh_until(self, token: MtlsPopToken | BearerToken, binding: Binding | None) -> float:
+        """The wall time until which ``token`` is usable and neither it nor ``binding`` is due."""
+        end = token.expires_on - self.expiry_margin
+        if token.refresh_on is not None:
+            end = min(end, token.refresh_on)
+        for certificate in (token.binding_certificate, binding.certificate if binding else None):
+            if certificate is not None:
+                not_before = certificate.not_before.timestamp()
+                not_after = certificate.not_after.timestamp()
+                renew_at = not_before + self.renewal_fraction * (not_after - not_before)
+                end = min(end, renew_at, not_after - self.certificate_skew)
+        return end
+
     def may_retry_refresh(self, entry: CachedToken, monotonic_now: float) -> bool:
         """Damping: at most one refresh attempt per ``refresh_retry_interval``."""
         last = entry.last_refresh_attempt
@@ -107,24 +120,37 @@ class CacheStats:
 
 @dataclass
 class TokenCache:
-    """In-memory tokens, keyed by :class:`TokenKey`; tokens never leave memory."""
+    """In-memory tokens, keyed by :class:`TokenKey`; tokens never leave memory.
+
+    ``hot`` is the warm path's shortcut: per token type and scope *as the caller spelled it*, a token
+    that may be served with no other check until a wall time (:meth:`CachePolicy.fresh_until`). Any
+    change to the entries empties it.
+    """
 
     entries: dict[TokenKey, CachedToken] = field(default_factory=dict)
+    hot: dict[str, dict[str, tuple[MtlsPopToken | BearerToken, float]]] = field(default_factory=dict)
 
     def get(self, key: TokenKey) -> CachedToken | None:
         """The entry for ``key``."""
         return self.entries.get(key)
 
+    def remember(self, token_type: str, scope: str, token: MtlsPopToken | BearerToken, until: float) -> None:
+        """Serve ``token`` for (``token_type``, ``scope``) from :attr:`hot` until the wall time ``until``."""
+        self.hot.setdefault(token_type, {})[scope] = (token, until)
+
     def put(self, key: TokenKey, token: MtlsPopToken | BearerToken) -> None:
         """Store ``token`` (served as ``source="cache"``); a bound token evicts other certificates' tokens."""
+        self.hot.clear()
         if key.certificate_thumbprint:
             self.drop_certificate(lambda thumbprint: thumbprint not in ("", key.certificate_thumbprint))
         self.entries[key] = CachedToken(dataclasses.replace(token, source="cache"))
 
     def drop_certificate(self, matches: Callable[[str], bool]) -> None:
         """Forget the tokens whose certificate thumbprint ``matches``."""
+        self.hot.clear()
         self.entries = {k: v for k, v in self.entries.items() if not matches(k.certificate_thumbprint)}
 
     def clear(self) -> None:
         """Forget every token."""
+        self.hot.clear()
         self.entries.clear()

@@ -52,7 +52,18 @@ def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | Non
 
 
 def _client_certificate_alert(exc: BaseException) -> bool:
-    """The server's TLS alert says it refused our client certificate (not that we refused its)."""
+    """The server refused our client certificate (not: we refused its certificate).
+
+    Either an OpenSSL alert of that kind, or any exception in the chain that says so with a true
+    ``client_certificate_rejected`` attribute (how a native transport such as WinHTTP reports it).
+    """
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            break
+        if getattr(seen, "client_certificate_rejected", False) is True:
+            return True
+        seen = seen.__cause__ or seen.__context__
     cause = _cause(exc, ssl.SSLError)
     if cause is None or isinstance(cause, ssl.SSLCertVerificationError):
         return False

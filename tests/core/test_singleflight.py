@@ -128,3 +128,67 @@ async def test_no_unretrieved_exception_warnings_and_nothing_left_in_flight() ->
         gc.collect()
     assert not flights.in_flight("k")
     assert flights.flights_started == 3
+
+
+async def test_many_waiters_are_woken_in_cohorts_over_several_loop_iterations() -> None:
+    from msiv2_async._singleflight import WAKE_BATCH
+
+    flights: SingleFlight[str, str] = SingleFlight(FakeClock())
+    gate = anyio.Event()
+    ticks = 0
+    seen: list[int] = []
+
+    async def work() -> str:
+        await gate.wait()
+        return "value"
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while len(seen) < 4 * WAKE_BATCH:
+            ticks += 1
+            await anyio.lowlevel.checkpoint()
+
+    async def call() -> None:
+        assert await flights.run("k", work) == "value"
+        seen.append(ticks)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            for _ in range(4 * WAKE_BATCH):
+                group.start_soon(call)
+            await anyio.wait_all_tasks_blocked()
+            group.start_soon(ticker)
+            gate.set()
+    assert len(seen) == 4 * WAKE_BATCH
+    assert len(set(seen)) >= 3  # not all in one go: the loop ran in between
+
+
+async def test_a_cohort_whose_waiters_all_left_does_not_strand_the_next_one() -> None:
+    from msiv2_async._singleflight import WAKE_BATCH
+
+    flights: SingleFlight[str, str] = SingleFlight(FakeClock())
+    gate = anyio.Event()
+    results: list[str] = []
+
+    async def work() -> str:
+        await gate.wait()
+        return "value"
+
+    async def call() -> None:
+        results.append(await flights.run("k", work))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(call)  # the leader
+            await anyio.wait_all_tasks_blocked()
+            with anyio.CancelScope() as leaving:
+                async with anyio.create_task_group() as quitters:
+                    for _ in range(2 * WAKE_BATCH):  # fill the first cohorts, then leave
+                        quitters.start_soon(call)
+                    await anyio.wait_all_tasks_blocked()
+                    leaving.cancel()
+            for _ in range(WAKE_BATCH + 3):  # later cohorts
+                group.start_soon(call)
+            await anyio.wait_all_tasks_blocked()
+            gate.set()
+    assert results == ["value"] * (WAKE_BATCH + 4)

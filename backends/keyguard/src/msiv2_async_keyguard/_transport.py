@@ -44,7 +44,12 @@ _CLIENT_ALERTS = {
 
 
 class ClientCertificateRejected(ssl.SSLError):
-    """The TLS handshake failed because of our client certificate or its key (a WinHTTP error code)."""
+    """The TLS handshake failed because of our client certificate or its key (a WinHTTP error code).
+
+    ``client_certificate_rejected`` is the attribute the core looks for to re-mint once.
+    """
+
+    client_certificate_rejected = True
 
     def __init__(self, error: WinHttpError) -> None:
         super().__init__(str(error))
