@@ -22,10 +22,13 @@ def running_emulator() -> Iterator[Emulator]:
 
 
 @pytest.fixture
-def emu(running_emulator: Emulator) -> Emulator:
-    """The module's emulator with its counters at zero."""
-    running_emulator.reset_stats()
-    return running_emulator
+def emu(running_emulator: Emulator) -> Iterator[Emulator]:
+    """The module's emulator with its counters at zero, no queued faults and normal TLS."""
+    running_emulator.reset()
+    running_emulator.sts_tls = running_emulator.resource_tls = "normal"
+    yield running_emulator
+    running_emulator.reset()
+    running_emulator.sts_tls = running_emulator.resource_tls = "normal"
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from msiv2_async.emulator import Emulator
+from msiv2_async.emulator import COUNTERS, ENDPOINTS, Emulator
+
+
+def counts(**nonzero: int) -> dict[str, int]:
+    """The whole :attr:`Emulator.stats` dict: every counter zero except those given."""
+    return {**dict.fromkeys((*ENDPOINTS, *COUNTERS), 0), **nonzero}
+
 
 # -- DER writing ---------------------------------------------------------------------------------------
 
@@ -154,6 +160,19 @@ def csr_for(emu: Emulator, key: rsa.RSAPrivateKey, client_id: str | None = None,
 
 # -- IMDS ----------------------------------------------------------------------------------------------
 
+
+def http_client(**options: Any) -> httpx.Client:
+    """A client for the plain-HTTP IMDS listener. No CA bundle is loaded: with the default ``verify`` each
+    new httpx client spends ~0.1 s building an SSL context that plain HTTP never uses."""
+    return httpx.Client(verify=False, trust_env=False, **options)
+
+
+def http(method: str, url: str, *, timeout: float = 5.0, **options: Any) -> httpx.Response:
+    """One plain-HTTP request (like ``httpx.request``) through :func:`http_client`."""
+    with http_client(timeout=timeout) as client:
+        return client.request(method, url, **options)
+
+
 METADATA = {"Metadata": "true"}
 V2 = {"cred-api-version": "2.0"}
 
@@ -161,7 +180,8 @@ V2 = {"cred-api-version": "2.0"}
 def get_metadata(
     emu: Emulator, params: dict[str, str] | None = None, headers: dict[str, str] | None = None
 ) -> httpx.Response:
-    return httpx.get(
+    return http(
+        "GET",
         f"{emu.imds_url}/metadata/identity/getplatformmetadata",
         params=V2 if params is None else params,
         headers=METADATA if headers is None else headers,
@@ -179,7 +199,8 @@ def post_csr(
     body: dict[str, str] = {"csr": csr if isinstance(csr, str) else base64.b64encode(csr).decode()}
     if attestation_token is not None:
         body["attestation_token"] = attestation_token
-    return httpx.post(
+    return http(
+        "POST",
         f"{emu.imds_url}/metadata/identity/issuecredential",
         params=V2 if params is None else params,
         headers=METADATA if headers is None else headers,

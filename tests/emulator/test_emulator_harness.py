@@ -16,8 +16,10 @@ from emulator_kit import (
     METADATA,
     V2,
     call_resource,
+    counts,
     csr_for,
     get_metadata,
+    http,
     issue_certificate,
     post_csr,
     request_token,
@@ -42,12 +44,12 @@ def test_faults_are_consumed_in_order_and_counted(emu: Emulator) -> None:
     assert responses[2].text == "busy"
     assert responses[2].headers["Content-Type"] == "text/plain; charset=utf-8"
     assert all(r.headers["Server"] == "IMDS/150.870.65.1854" for r in responses)
-    assert emu.stats == {"getplatformmetadata": 4, "issuecredential": 0, "token": 0, "resource": 0}
+    assert emu.stats == counts(getplatformmetadata=4)
 
 
 def test_fault_replaces_even_a_request_that_would_be_rejected(emu: Emulator) -> None:
     emu.inject("issuecredential", Fault(status=410))
-    response = httpx.post(f"{emu.imds_url}/metadata/identity/issuecredential", params=V2)
+    response = http("POST", f"{emu.imds_url}/metadata/identity/issuecredential", params=V2)
     assert response.status_code == 410
     assert post_csr(emu, "x", headers={}).status_code == 400
     assert emu.stats["issuecredential"] == 2
@@ -76,8 +78,12 @@ def test_fault_delay_holds_the_answer_back(emu: Emulator) -> None:
 def test_fault_delay_lets_a_client_time_out(emu: Emulator) -> None:
     emu.inject("getplatformmetadata", Fault(status=200, delay=2.0))
     with pytest.raises(httpx.ReadTimeout):
-        httpx.get(
-            f"{emu.imds_url}/metadata/identity/getplatformmetadata", params=V2, headers=METADATA, timeout=0.2
+        http(
+            "GET",
+            f"{emu.imds_url}/metadata/identity/getplatformmetadata",
+            params=V2,
+            headers=METADATA,
+            timeout=0.2,
         )
 
 
@@ -96,7 +102,7 @@ def test_faults_on_token_and_resource_endpoints(
     assert challenged.headers["WWW-Authenticate"] == 'mtls_pop claims="e30="'
     assert emu.resource_log[-1]["status"] == 401
     assert call_resource(emu, context, f"mtls_pop {token}").status_code == 200
-    assert emu.stats == {"getplatformmetadata": 0, "issuecredential": 1, "token": 2, "resource": 2}
+    assert emu.stats == counts(issuecredential=1, token=2, resource=2)
 
 
 def test_inject_rejects_unknown_endpoint(emu: Emulator) -> None:
@@ -110,12 +116,15 @@ def test_stats_endpoint_reports_counts_and_is_not_counted(
     get_metadata(emu)
     get_metadata(emu, headers={})
     post_csr(emu, csr_for(emu, client_key))
-    first = httpx.get(f"{emu.imds_url}/_emulator/stats").json()
-    second = httpx.get(f"{emu.imds_url}/_emulator/stats").json()
-    assert first == second == {"getplatformmetadata": 2, "issuecredential": 1, "token": 0, "resource": 0}
+    first = http("GET", f"{emu.imds_url}/_emulator/stats").json()
+    second = http("GET", f"{emu.imds_url}/_emulator/stats").json()
+    expected = counts(
+        getplatformmetadata=2, issuecredential=1, metadata_header_missing=1, rejected_requests=1
+    )
+    assert first == second == expected
     assert emu.stats == first
     emu.reset_stats()
-    assert httpx.get(f"{emu.imds_url}/_emulator/stats").json() == dict.fromkeys(first, 0)
+    assert http("GET", f"{emu.imds_url}/_emulator/stats").json() == dict.fromkeys(first, 0)
 
 
 def test_env_points_a_client_at_the_emulator(emu: Emulator) -> None:
@@ -179,7 +188,7 @@ def test_lifecycle_start_stop_and_cleanup() -> None:
     emu.stop()
     assert not os.path.exists(os.path.dirname(bundle))
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"http://127.0.0.1:{port}/_emulator/stats")
+        http("GET", f"http://127.0.0.1:{port}/_emulator/stats")
 
 
 def test_fixed_ports_are_honoured() -> None:
@@ -212,8 +221,12 @@ def test_stop_cancels_answers_still_being_delayed() -> None:
 
 
 def get_metadata_with_timeout(emu: Emulator) -> httpx.Response:
-    return httpx.get(
-        f"{emu.imds_url}/metadata/identity/getplatformmetadata", params=V2, headers=METADATA, timeout=0.1
+    return http(
+        "GET",
+        f"{emu.imds_url}/metadata/identity/getplatformmetadata",
+        params=V2,
+        headers=METADATA,
+        timeout=0.1,
     )
 
 

@@ -25,6 +25,7 @@ from emulator_kit import (
     cuid_attribute,
     explicit,
     get_metadata,
+    http,
     oid,
     post_csr,
     pss_algorithm,
@@ -57,8 +58,8 @@ def test_server_header_on_every_response(emu: Emulator, client_key: rsa.RSAPriva
         get_metadata(emu, params={"cred-api-version": "1.0"}),
         post_csr(emu, csr_for(emu, client_key)),
         post_csr(emu, "bm90IGEgY3Ny"),
-        httpx.get(f"{emu.imds_url}/metadata/identity/unknown"),
-        httpx.get(f"{emu.imds_url}/_emulator/stats"),
+        http("GET", f"{emu.imds_url}/metadata/identity/unknown"),
+        http("GET", f"{emu.imds_url}/_emulator/stats"),
     ]
     assert [r.status_code for r in responses] == [200, 400, 400, 200, 400, 404, 200]
     assert all(r.headers.get("Server") == "IMDS/150.870.65.1854" for r in responses)
@@ -67,7 +68,7 @@ def test_server_header_on_every_response(emu: Emulator, client_key: rsa.RSAPriva
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_missing_metadata_header_is_400(emu: Emulator, method: str) -> None:
     path = "getplatformmetadata" if method == "GET" else "issuecredential"
-    response = httpx.request(method, f"{emu.imds_url}/metadata/identity/{path}", params=V2, json={})
+    response = http(method, f"{emu.imds_url}/metadata/identity/{path}", params=V2, json={})
     assert response.status_code == 400
     assert response.headers["Content-Type"] == "application/json; charset=utf-8"
     assert response.json() == {
@@ -307,7 +308,7 @@ def test_csr_must_be_single_line_standard_base64(
 
 
 def test_issuecredential_requires_post(emu: Emulator) -> None:
-    response = httpx.get(f"{emu.imds_url}/metadata/identity/issuecredential", params=V2, headers=METADATA)
+    response = http("GET", f"{emu.imds_url}/metadata/identity/issuecredential", params=V2, headers=METADATA)
     assert "not supported" in _error(response)
 
 

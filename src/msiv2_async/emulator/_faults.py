@@ -8,6 +8,7 @@ handler returns, so nothing keeps running for a client that has given up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import struct
@@ -84,7 +85,7 @@ async def pause(request: web.BaseRequest, seconds: float) -> bool:
 
 async def wait_until_gone(request: web.BaseRequest) -> None:
     """Return once the client has disconnected (the emulator's stop cancels this earlier)."""
-    while not client_gone(request):
+    while not client_gone(request):  # noqa: ASYNC110 - aiohttp offers no disconnect event to wait on
         await asyncio.sleep(_POLL)
 
 
@@ -95,10 +96,8 @@ def abort_connection(request: web.BaseRequest) -> None:
         return
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
     transport.abort()
 
 
@@ -120,13 +119,13 @@ def scripted_answer(fault: Fault) -> Answer:
 def _is_json(body: bytes) -> bool:
     try:
         json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # a very deep body is not JSON we can vouch for
         return False
     return True
 
 
 def altered_answer(response: web.Response, fault: Fault, state: State) -> Answer:
-    """The normal ``response`` with the fault's ``response_fields``, ``token="truncated"``, status, headers."""
+    """The normal ``response`` altered by ``response_fields``, ``token="truncated"``, status and headers."""
     body = response.body if isinstance(response.body, bytes) else b""
     headers: CIMultiDict[str] = CIMultiDict(response.headers)
     headers.popall("Content-Length", None)
@@ -273,7 +272,7 @@ async def _reset(request: web.Request, answer: Answer, prepare: Prepare) -> web.
     transport = request.transport
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 1.0
-    while transport is not None and transport.get_write_buffer_size() and loop.time() < deadline:
+    while transport is not None and transport.get_write_buffer_size() and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.005)
     await pause(request, _RESET_LINGER)
     abort_connection(request)

@@ -72,13 +72,25 @@ class Resource:
             }
             return json_response(200, body)
 
+        recorded = False
+
+        def record(status: int) -> None:
+            # Before the answer goes out, so a client that has read it finds the entry.
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                entry["status"] = status
+                self._state.record_resource(entry)
+
         silent = fault is not None and fault.action in ("hang", "handshake_reject")
         try:
-            response = await serve(request, self._state, fault, normal)
-            entry["status"] = 0 if silent else response.status
+            response = await serve(
+                request, self._state, fault, normal, lambda response: record(response.status)
+            )
+            record(0 if silent else response.status)
             return response
         finally:
-            self._state.record_resource(entry)
+            record(0)
 
     def _verify(self, presented: str | None, scheme: str | None, token: str | None) -> dict[str, Any]:
         if presented is None:

@@ -7,7 +7,6 @@ import ipaddress
 import os
 import shutil
 import socket
-import ssl
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -19,14 +18,24 @@ from typing import Any
 import anyio.to_thread
 from aiohttp import web
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ._ca import Authority, new_rsa_key
+from ._ca import Authority, new_rsa_key, x5t_s256
+from ._control import CONTROL_PREFIX, reset_all
 from ._imds import Imds
-from ._models import DEFAULT_TENANT_ID, DEFAULT_USER_ASSIGNED, DEFAULT_VM_ID, SYSTEM_IDENTITY, Fault, Identity
+from ._models import (
+    DEFAULT_TENANT_ID,
+    DEFAULT_USER_ASSIGNED,
+    DEFAULT_VM_ID,
+    SYSTEM_IDENTITY,
+    Fault,
+    Identity,
+)
 from ._resource import Resource
 from ._state import Settings, State
 from ._sts import Sts
+from ._tls import ServerContexts
 
 DEFAULT_AUDIENCES = ("https://graph.microsoft.com", "https://management.azure.com", "https://vault.azure.net")
 """Audiences the resource accepts by default, besides its own base URL."""
@@ -55,7 +64,7 @@ class _Prepared:
     """Output of the blocking start-up step, consumed by the async one."""
 
     running: _Running
-    tls: ssl.SSLContext
+    tls: ServerContexts
     sockets: list[socket.socket]
 
 
@@ -65,28 +74,6 @@ def _listen(host: str, port: int) -> socket.socket:
     except ValueError:
         family = socket.AF_INET
     return socket.create_server((host, port), family=family)
-
-
-def _server_context(directory: str, authority: Authority) -> ssl.SSLContext:
-    """TLS ≥ 1.2 server context that requests (but does not require) a client certificate from the CA."""
-    certificate_pem, key_pem = authority.server_chain_pem()
-    certificate_path = os.path.join(directory, "server.pem")
-    key_path = os.path.join(directory, "server.key")
-    with open(certificate_path, "wb") as handle:
-        handle.write(certificate_pem)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key_pem)
-    try:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(certificate_path, key_path)
-    finally:
-        os.remove(key_path)
-        os.remove(certificate_path)
-    context.verify_mode = ssl.CERT_OPTIONAL
-    context.load_verify_locations(cadata=authority.ca_pem.decode("ascii"))
-    return context
 
 
 class Emulator:
@@ -100,7 +87,14 @@ class Emulator:
 
     The listeners run on an asyncio loop in a background thread, so the emulator works from synchronous
     code and from asyncio or trio code alike (``async with`` hands start/stop to a worker thread).
-    ``certificate_lifetime``, ``token_lifetime`` and ``require_attestation`` may be changed while it runs.
+    ``certificate_lifetime``, ``token_lifetime``, ``require_attestation``, ``sts_tls`` and ``resource_tls``
+    may be changed while it runs.
+
+    Faults: :meth:`inject` queues :class:`Fault` objects per endpoint; :attr:`sts_tls`,
+    :attr:`resource_tls` and :meth:`reject_client_certificates` break TLS; the control API under
+    :attr:`control_url` does the same over HTTP (see the package docstring). :meth:`stop` returns quickly
+    even with hanging, slowloris or endless answers in progress: it aborts open connections and cancels
+    and awaits every task before the loop closes.
     """
 
     def __init__(
@@ -241,18 +235,23 @@ class Emulator:
                 ready.set()
             loop.run_forever()
         finally:
-            loop.close()
+            try:
+                loop.run_until_complete(_cancel_other_tasks())
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
 
     def _prepare(self, loop: asyncio.AbstractEventLoop) -> _Prepared:
         """Blocking part of start-up, run in the emulator thread: keys, CA file, TLS context, sockets."""
         directory = tempfile.mkdtemp(prefix="msiv2-emulator-")
         sockets: list[socket.socket] = []
         try:
-            authority = Authority(tuple(dict.fromkeys(("127.0.0.1", "localhost", self._host))))
+            hosts = tuple(dict.fromkeys(("127.0.0.1", "localhost", self._host)))
+            authority = Authority(hosts)
             sts_key = new_rsa_key()
             with open(os.path.join(directory, "ca.pem"), "wb") as handle:
                 handle.write(authority.ca_pem)
-            tls = _server_context(directory, authority)
+            tls = ServerContexts.build(directory, authority, hosts)
             for port in self._ports:
                 sockets.append(_listen(self._host, port))
         except BaseException:
@@ -271,12 +270,22 @@ class Emulator:
             if audiences is None:
                 audiences = (*DEFAULT_AUDIENCES, self._base_url("https", running.resource_port))
             sts_url = self._base_url("https", running.sts_port)
+            state, settings, authority = self._state, self._settings, running.authority
+            decoy_x5t = x5t_s256(authority.certificate.public_bytes(serialization.Encoding.DER))
+            imds = Imds(settings, state, authority, lambda: sts_url, running.sts_key)
             apps = (
-                (Imds(self._settings, self._state, running.authority, lambda: sts_url).application(), None),
-                (Sts(self._settings, self._state, running.sts_key).application(), prepared.tls),
-                (Resource(self._state, running.sts_key.public_key(), audiences).application(), prepared.tls),
+                (imds.application(), None),
+                (
+                    Sts(settings, state, running.sts_key, decoy_x5t).application(),
+                    prepared.tls.listener(state, "token"),
+                ),
+                (
+                    Resource(state, running.sts_key.public_key(), audiences).application(),
+                    prepared.tls.listener(state, "resource"),
+                ),
             )
             for (app, context), sock in zip(apps, prepared.sockets, strict=True):
+                app.middlewares.insert(0, _tracker(state))
                 runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT)
                 await runner.setup()
                 running.runners.append(runner)
@@ -375,20 +384,85 @@ class Emulator:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Snapshot of request counts per endpoint: getplatformmetadata, issuecredential, token, resource."""
+        """Snapshot of the counters.
+
+        Requests per endpoint (:data:`ENDPOINTS`: getplatformmetadata, issuecredential, token, resource,
+        v1_token, each counted whether or not a fault answers it), then request hygiene on IMDS:
+        ``metadata_header_missing`` (no ``Metadata: true``; a discovery probe does this on purpose),
+        ``forwarded_for`` (an ``X-Forwarded-For`` header) and ``rejected_requests`` (their sum), and the
+        deliberate TLS rejections ``token_handshake_rejections`` / ``resource_handshake_rejections``.
+        Control requests (``/_emulator/...``) are never counted.
+        """
         return self._state.snapshot()
 
     def reset_stats(self) -> None:
-        """Set all request counts to zero."""
+        """Set all counters to zero."""
         self._state.reset()
 
     def clear_faults(self) -> None:
         """Drop the faults still queued for every endpoint."""
         self._state.clear_faults()
 
+    def reset(self) -> None:
+        """Counters to zero, queued faults dropped, pending handshake rejections cancelled."""
+        reset_all(self._state)
+
     def inject(self, endpoint: str, *faults: Fault) -> None:
-        """Queue faults for ``endpoint``; each replaces the answer to one later request (still counted)."""
+        """Queue faults for ``endpoint`` (one of :data:`ENDPOINTS`); each takes one later request.
+
+        Raises ValueError for an unknown endpoint or a fault that does not apply to it (``certificate``
+        outside issuecredential, ``token`` outside token, ``handshake_reject`` outside token/resource).
+        """
         self._state.queue(endpoint, faults)
+
+    @property
+    def sts_tls(self) -> str:
+        """How the STS listener does TLS for new connections: one of :data:`TLS_MODES`.
+
+        ``"normal"``; ``"unknown_ca"`` (server certificate from a CA the client does not trust);
+        ``"wrong_hostname"`` (certificate for wrong-hostname.invalid / 127.0.0.2 only); ``"tls11_only"``
+        (the server speaks TLS 1.0/1.1 only). May be set before start and while running.
+        """
+        return self._state.tls_mode("token")
+
+    @sts_tls.setter
+    def sts_tls(self, mode: str) -> None:
+        self._state.set_tls_mode("token", mode)
+
+    @property
+    def resource_tls(self) -> str:
+        """Like :attr:`sts_tls`, for the resource listener."""
+        return self._state.tls_mode("resource")
+
+    @resource_tls.setter
+    def resource_tls(self, mode: str) -> None:
+        self._state.set_tls_mode("resource", mode)
+
+    def reject_client_certificates(self, n: int) -> None:
+        """Make the next ``n`` TLS handshakes on the STS reject the client certificate (0 cancels).
+
+        The STS then requires a client certificate and trusts only a foreign CA, so OpenSSL aborts the
+        handshake with an ``unknown ca`` alert; each is counted in ``stats["token_handshake_rejections"]``.
+        """
+        self._state.set_rejections("token", n)
+
+    def sentinels(self) -> list[str]:
+        """Every secret string handed out so far, in order: each access token (STS and MSI v1), its
+        signature part, its ``uti`` claim ``SENTINEL-AT-<random>``, and the prefix a ``"truncated"`` token
+        fault sent. Grep logs, exception texts and files for these to prove nothing leaks."""
+        return self._state.secret_list()
+
+    @property
+    def active_requests(self) -> int:
+        """Requests whose handler is still running (a hanging, slowloris or endless answer counts until its
+        client disconnects); control requests are not included."""
+        with self._state.lock:
+            return self._state.active
+
+    @property
+    def control_url(self) -> str:
+        """``http://127.0.0.1:<imds port>/_emulator``: the base of the control API."""
+        return self.imds_url + CONTROL_PREFIX.rstrip("/")
 
     @property
     def issued_certificates(self) -> list[x509.Certificate]:
@@ -401,12 +475,53 @@ class Emulator:
         return self._state.resource_log
 
 
+def _tracker(state: State) -> Any:
+    """Middleware counting the requests being handled (control requests excluded)."""
+
+    @web.middleware
+    async def track(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith(CONTROL_PREFIX):
+            response: web.StreamResponse = await handler(request)
+            return response
+        state.enter()
+        try:
+            response = await handler(request)
+            return response
+        finally:
+            state.leave()
+
+    return track
+
+
+async def _cancel_other_tasks() -> None:
+    """Cancel every task of this loop but the current one, and wait until they have all finished."""
+    current = asyncio.current_task()
+    while True:
+        pending = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
 async def _cleanup(runners: list[web.AppRunner]) -> None:
-    """Close the listeners, then cancel whatever is still running (e.g. handlers sleeping in a delay)."""
+    """Stop quickly: stop accepting, abort every open connection, cancel the handlers, close the runners.
+
+    Aborting first means a hanging, slowloris or endless answer cannot hold the stop up, and cancelling
+    and awaiting every task leaves nothing pending when the loop closes.
+    """
+    for runner in runners:
+        for site in list(runner.sites):
+            await site.stop()
+    for runner in runners:
+        server = runner.server
+        for handler in server.connections if server is not None else ():
+            transport = handler.transport
+            if transport is not None:
+                transport.abort()
+    await asyncio.sleep(0)
+    await _cancel_other_tasks()
     for runner in reversed(runners):
         await runner.cleanup()
-    current = asyncio.current_task()
-    pending = [task for task in asyncio.all_tasks() if task is not current]
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+    await _cancel_other_tasks()

@@ -42,13 +42,6 @@ class Settings:
         return None
 
 
-def check_tls_mode(mode: str) -> str:
-    """Return ``mode`` if it is one of :data:`TLS_MODES`, else raise ValueError."""
-    if mode not in TLS_MODES:
-        raise ValueError(f"unknown TLS mode {mode!r}; expected one of {', '.join(TLS_MODES)}")
-    return mode
-
-
 @dataclass
 class State:
     """Request counters, queued faults, TLS knobs, handed-out secrets and the logs tests inspect."""
@@ -108,6 +101,18 @@ class State:
             fault.check_endpoint(endpoint)
         with self.lock:
             self.faults[endpoint].extend(checked)
+
+    def set_tls_mode(self, endpoint: str, mode: str) -> None:
+        """Switch the TLS behaviour of ``endpoint``'s listener (one of :data:`TLS_MODES`)."""
+        if mode not in TLS_MODES:
+            raise ValueError(f"unknown TLS mode {mode!r}; expected one of {', '.join(TLS_MODES)}")
+        with self.lock:
+            self.tls_modes[endpoint] = mode
+
+    def tls_mode(self, endpoint: str) -> str:
+        """The TLS mode of ``endpoint``'s listener."""
+        with self.lock:
+            return self.tls_modes[endpoint]
 
     def set_rejections(self, endpoint: str, count: int) -> None:
         """Make the next ``count`` TLS handshakes of ``endpoint``'s listener reject the client certificate."""
