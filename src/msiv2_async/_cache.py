@@ -112,6 +112,7 @@ class CacheStats:
     failed_refreshes: int = 0
     remints_on_rejection: int = 0
     persisted_certificates_loaded: int = 0
+    key_regenerations: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """A plain dict copy."""

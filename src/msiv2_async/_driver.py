@@ -175,6 +175,12 @@ class EffectRunner:
             with anyio.CancelScope(shield=True):
                 await client.aclose()
 
+    def abandon(self) -> None:
+        """Forget the HTTP clients of a loop we can no longer reach (another loop, or before a fork)."""
+        self._sts_clients.clear()
+        self._imds = None
+        self.backend.close()
+
     async def aclose(self) -> None:
         """Close every HTTP client, then release the backend."""
         with anyio.CancelScope(shield=True):

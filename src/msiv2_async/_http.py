@@ -70,7 +70,7 @@ def _client_certificate_alert(exc: BaseException) -> bool:
     return getattr(cause, "reason", None) in _CLIENT_CERTIFICATE_ALERTS
 
 
-def _transport_error(request: HttpRequest, exc: httpx.TransportError, correlation_id: str) -> MsiV2Error:
+def _transport_error(request: HttpRequest, exc: BaseException, correlation_id: str) -> MsiV2Error:
     reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if request.target == "imds":
         error_type = (
@@ -120,7 +120,9 @@ async def send(
                         f"{request.endpoint} response exceeds {MAX_BODY_BYTES} bytes",
                         endpoint=request.endpoint,
                     )
-    except httpx.TransportError as exc:
+    except (httpx.TransportError, ssl.SSLError, OSError) as exc:
+        # httpcore does not wrap every TLS failure: a TLS 1.3 alert read after the handshake can
+        # surface as a bare ssl.SSLError, a reset as an OSError.
         error = _transport_error(request, exc, correlation_id)
         error.__cause__ = exc
         _log.debug(

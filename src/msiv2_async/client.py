@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import uuid
@@ -10,6 +12,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
 import anyio
+import anyio.lowlevel
 import httpx
 from anyio.abc import TaskGroup
 
@@ -19,6 +22,7 @@ from ._clock import Clock, SystemClock, utc
 from ._driver import EffectRunner, Step
 from ._effects import OpenKey
 from ._errors import (
+    BackendError,
     CertificateIssuanceError,
     ConfigurationError,
     MsiV2Error,
@@ -173,6 +177,9 @@ class MsiV2Client:
         self._stats = CacheStats()
         self._task_group: TaskGroup | None = None
         self._closed = False
+        self._persistence_warned = False
+        self._loop: anyio.lowlevel.EventLoopToken | None = None
+        self._pid = os.getpid()
 
     @staticmethod
     def _default_store(
@@ -224,7 +231,7 @@ class MsiV2Client:
         )
 
     async def __aenter__(self) -> MsiV2Client:
-        self._check_open()
+        self._check_context()
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
@@ -239,16 +246,23 @@ class MsiV2Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Cancel background refreshes, close every HTTP client, release the key. Idempotent."""
+        """Cancel background refreshes, close every HTTP client, release the key. Idempotent.
+
+        Called from another event loop or process than the one the client worked in, it only forgets
+        that loop's connections (they cannot be closed from here) and releases the key.
+        """
         if self._closed:
             return
         self._closed = True
+        self._tokens.clear()
+        self._binding = None
         task_group, self._task_group = self._task_group, None
+        if self._foreign_context() is not None:
+            self._runner.abandon()
+            return
         if task_group is not None:
             task_group.cancel_scope.cancel()
             await task_group.__aexit__(None, None, None)
-        self._tokens.clear()
-        self._binding = None
         await self._runner.aclose()
 
     async def close(self) -> None:
@@ -299,7 +313,13 @@ class MsiV2Client:
             if hot is not None and self._wall_time() < hot[1]:
                 self._stats.hits += 1
                 return hot[0]
-        self._check_open()
+        return await self._acquire(scope, token_type, claims, force_refresh, timeout)
+
+    async def _acquire(
+        self, scope: str, token_type: str, claims: str | None, force_refresh: bool, timeout: float | None
+    ) -> AnyToken:
+        """Everything but the warm path (kept out of ``acquire_token``, whose frame then stays small)."""
+        self._check_context()
         spelled = scope
         scope = _sts.normalize_scope(scope)
         if token_type not in (MTLS_POP, BEARER):
@@ -334,7 +354,7 @@ class MsiV2Client:
         when the v1 token endpoint does; else unavailable. The maximum binding strength is the
         backend's on a v2 host and ``"none"`` otherwise. Bounded by ``timeout`` seconds.
         """
-        self._check_open()
+        self._check_context()
         if self._capabilities is None:
             self._capabilities = await self._with_deadline(
                 lambda: self._probes.run("probe", self._probe), timeout
@@ -349,7 +369,7 @@ class MsiV2Client:
 
     async def get_binding_certificate(self, *, timeout: float | None = None) -> BindingCertificate:
         """The current binding certificate, minting one if needed (no token is requested)."""
-        self._check_open()
+        self._check_context()
         binding = await self._with_deadline(self._current_binding, timeout)
         return binding.certificate
 
@@ -377,7 +397,7 @@ class MsiV2Client:
         guarded against plain http or link-local targets: wrap it as :meth:`resource_client` does.
         The caller owns and closes it.
         """
-        self._check_open()
+        self._check_context()
         return await self._runner.mtls_transport(certificate.der)
 
     def mtls_sync_transport(self, certificate: BindingCertificate) -> httpx.BaseTransport:
@@ -397,6 +417,26 @@ class MsiV2Client:
     def _check_open(self) -> None:
         if self._closed:
             raise MsiV2Error("this MsiV2Client is closed; create a new one")
+
+    def _foreign_context(self) -> str | None:
+        """Why the current event loop or process is not the one this client belongs to (None if it is)."""
+        if os.getpid() != self._pid:
+            return "this MsiV2Client was created before a fork; create a new one in the child process"
+        if self._loop is not None and anyio.lowlevel.current_token() != self._loop:
+            return (
+                "this MsiV2Client belongs to the event loop it was first used in; create one client per "
+                "event loop (the module-level acquire_token() keeps one per loop for you)"
+            )
+        return None
+
+    def _check_context(self) -> None:
+        """Bind the client to the current event loop on first use; refuse any other loop or a forked child."""
+        self._check_open()
+        problem = self._foreign_context()
+        if problem is not None:
+            raise MsiV2Error(problem)
+        if self._loop is None:
+            self._loop = anyio.lowlevel.current_token()
 
     async def _with_deadline(self, work: Callable[[], Awaitable[T]], timeout: float | None) -> T:
         deadline = self._timeout if timeout is None else timeout
@@ -563,15 +603,48 @@ class MsiV2Client:
             return binding
 
     async def _obtain_binding(self) -> Binding:
-        if self._store is None:
-            binding = await self._mint()
-        else:
-            async with self._store.mint_lock(self._slot):
-                binding = await self._load_persisted() or await self._mint_and_persist(self._store)
+        """Under the cross-process lock: a persisted binding, else a new one that is then persisted.
+
+        Persistence is best effort: a store that cannot be locked, read or written is logged (once) and
+        the binding lives in memory only; the token is still returned.
+        """
+        async with contextlib.AsyncExitStack() as stack:
+            store = self._store
+            if store is not None:
+                try:
+                    await stack.enter_async_context(store.mint_lock(self._slot))
+                except (OSError, MsiV2Error) as exc:
+                    self._persistence_failed("lock the cache", exc)
+                    store = None
+            binding = await self._load_persisted(store) if store is not None else None
+            if binding is None:
+                binding = await self._mint()
+                if store is not None:
+                    await self._persist(store, binding)
         await self._install(binding)
         return binding
 
+    def _persistence_failed(self, action: str, error: BaseException) -> None:
+        level = logging.DEBUG if self._persistence_warned else logging.WARNING
+        self._persistence_warned = True
+        _log.log(level, "could not %s (%s); keeping the certificate in memory only", action, error)
+
     async def _mint(self) -> Binding:
+        """A new binding; if the key fails (lost, per-boot key gone), the backend regenerates it once."""
+        try:
+            return await self._mint_once()
+        except BackendError as exc:
+            discard_key = getattr(self.backend, "discard_key", None)
+            if not callable(discard_key):
+                raise
+            _log.warning("the binding key failed (%s); regenerating it and minting once more", exc)
+            self._stats.key_regenerations += 1
+            await anyio.to_thread.run_sync(discard_key)
+            if self._binding is not None:
+                await self._retire(self._binding, persisted_too=True)
+            return await self._mint_once()
+
+    async def _mint_once(self) -> Binding:
         self._stats.certificate_mints += 1
         correlation_id = str(uuid.uuid4())
         flow = _flow.new_binding(self._settings, correlation_id, utc(self._clock.time()))
@@ -584,8 +657,7 @@ class MsiV2Client:
         )
         return binding
 
-    async def _mint_and_persist(self, store: BindingStore) -> Binding:
-        binding = await self._mint()
+    async def _persist(self, store: BindingStore, binding: Binding) -> None:
         persisted = PersistedBinding(
             certificate_der=binding.certificate.der,
             client_id=binding.client_id,
@@ -595,13 +667,18 @@ class MsiV2Client:
             ),
             attested=binding.attested,
         )
-        await store.save(self._slot, persisted)
-        return binding
+        try:
+            await store.save(self._slot, persisted)
+        except (OSError, MsiV2Error) as exc:
+            self._persistence_failed("persist the certificate", exc)
 
-    async def _load_persisted(self) -> Binding | None:
+    async def _load_persisted(self, store: BindingStore) -> Binding | None:
         """A persisted binding that is valid, fresh, for our key and for an allowed endpoint; else None."""
-        assert self._store is not None
-        persisted = await self._store.load(self._slot)
+        try:
+            persisted = await store.load(self._slot)
+        except (OSError, MsiV2Error) as exc:
+            self._persistence_failed("read the cache", exc)
+            return None
         if persisted is None:
             return None
         now = self._clock.time()
@@ -617,7 +694,7 @@ class MsiV2Client:
             )
         except (CertificateIssuanceError, UntrustedEndpointError) as exc:
             _log.warning("discarding the persisted certificate (orphaned or invalid): %s", exc)
-            await self._store.delete(self._slot)
+            await self._forget_persisted(store)
             return None
         binding = Binding(certificate, persisted.client_id, persisted.tenant_id, endpoint, persisted.attested)
         if self._policy.certificate_due(binding, now) or binding.attested != self._settings.attestation:
@@ -637,7 +714,13 @@ class MsiV2Client:
         self._tokens.drop_certificate(lambda candidate: candidate == thumbprint)
         await self._runner.retire_certificate(thumbprint)
         if persisted_too and self._store is not None:
-            await self._store.delete(self._slot)
+            await self._forget_persisted(self._store)
+
+    async def _forget_persisted(self, store: BindingStore) -> None:
+        try:
+            await store.delete(self._slot)
+        except (OSError, MsiV2Error) as exc:
+            self._persistence_failed("delete the persisted certificate", exc)
 
 
 __all__ = ["DEFAULT_SCOPE", "MsiV2Client", "Step"]

@@ -8,6 +8,7 @@ temporary directory and deleted right after loading.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import ssl
@@ -20,12 +21,14 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509 import load_der_x509_certificate
 
 from .._errors import BackendError, ConfigurationError
-from .._files import read_private_file, write_private_file
+from .._files import read_private_file, remove_file, write_private_file
+from .._logging import get_logger
 from .._models import RsaPublicNumbers
 from ._interface import TlsSettings
 
 KEY_SIZE = 2048
 KEY_FILE_NAME = "software-key.pem"
+_log = get_logger("msiv2_async.backends.software")
 PUBLIC_EXPONENT = 65537
 PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
 
@@ -137,8 +140,19 @@ class SoftwareBackend:
             pem = key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
-            write_private_file(self._key_file, pem)
+            try:
+                write_private_file(self._key_file, pem)
+            except OSError as exc:
+                _log.warning("could not persist the software key (%s); it stays in memory only", exc.strerror)
         return key
+
+    def discard_key(self) -> None:
+        """Forget the key (and its file): the next :meth:`open_key` generates a new one."""
+        with self._lock:
+            self._key = None
+            if self._key_file:
+                with contextlib.suppress(OSError):
+                    remove_file(self._key_file)
 
     def sign(self, data: bytes) -> bytes:
         """RSASSA-PSS / SHA-256 / MGF1-SHA-256 / salt 32."""
