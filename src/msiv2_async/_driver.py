@@ -72,6 +72,7 @@ class EffectRunner:
         self._imds_transport = imds_transport
         self._imds: httpx.AsyncClient | None = None
         self._sts_clients: dict[str, httpx.AsyncClient] = {}
+        self._setup_lock = anyio.Lock()
         self._step_observer = step_observer
 
     def _observe(self, name: str, started: float) -> None:
@@ -144,14 +145,21 @@ class EffectRunner:
 
     async def _client_for(self, request: HttpRequest) -> httpx.AsyncClient:
         if request.binding is not None:
-            return await self._sts_client(request.binding)
-        if self._imds is None:
-            started = time.perf_counter()
-            self._imds = await anyio.to_thread.run_sync(
-                _http.imds_client, self._imds_tls, self._imds_transport
-            )
-            self._observe("imds_setup", started)
-        return self._imds
+            client = self._sts_clients.get(request.binding.certificate.thumbprint_sha256)
+        else:
+            client = self._imds
+        if client is not None:
+            return client
+        async with self._setup_lock:  # concurrent flights must not build (and leak) a second client
+            if request.binding is not None:
+                return await self._sts_client(request.binding)
+            if self._imds is None:
+                started = time.perf_counter()
+                self._imds = await anyio.to_thread.run_sync(
+                    _http.imds_client, self._imds_tls, self._imds_transport
+                )
+                self._observe("imds_setup", started)
+            return self._imds
 
     async def _sts_client(self, binding: Binding) -> httpx.AsyncClient:
         thumbprint = binding.certificate.thumbprint_sha256
