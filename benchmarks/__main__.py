@@ -1,0 +1,5 @@
+"""``python -m benchmarks``."""
+
+from ._main import main
+
+raise SystemExit(main())
