@@ -57,7 +57,7 @@ def parse_token(response: HttpResponse) -> TokenResponse:
         raise MalformedResponseError(
             f"IMDS v1 returned token_type {token_type[:20]!r} where 'Bearer' was expected", endpoint=V1_TOKEN
         )
-    expires_in = seconds(obj, "expires_in", endpoint=V1_TOKEN, required=True)
+    expires_in = seconds(obj, "expires_in", endpoint=V1_TOKEN, required=True, minimum=1)
     assert expires_in is not None
     return TokenResponse(
         access_token=require_str(obj, "access_token", endpoint=V1_TOKEN),

@@ -89,18 +89,21 @@ def optional_str(obj: dict[str, Any], name: str, *, endpoint: str) -> str | None
     return value
 
 
-def seconds(obj: dict[str, Any], name: str, *, endpoint: str, required: bool) -> int | None:
-    """A duration member: a JSON integer or a string of decimal digits (the STS sends both)."""
+def seconds(obj: dict[str, Any], name: str, *, endpoint: str, required: bool, minimum: int = 0) -> int | None:
+    """A duration: a JSON integer or a string of digits (the STS sends both), at least ``minimum``."""
     value = obj.get(name)
     if value is None:
         if required:
             raise MalformedResponseError(f"{endpoint} response field {name!r} is missing", endpoint=endpoint)
         return None
+    number: int | None = None
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 10:
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**10:
-        return value
-    raise MalformedResponseError(
-        f"{endpoint} response field {name!r} must be a non-negative integer number of seconds",
-        endpoint=endpoint,
-    )
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**10:
+        number = value
+    if number is None or number < minimum:
+        raise MalformedResponseError(
+            f"{endpoint} response field {name!r} must be an integer number of seconds of at least {minimum}",
+            endpoint=endpoint,
+        )
+    return number

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Generic, TypeVar
 
 import anyio
@@ -41,6 +42,7 @@ class _Flight(Generic[V]):
     cohorts: list[_Cohort] = field(default_factory=lambda: [_Cohort()])
     value: V | None = None
     error: BaseException | None = None
+    traceback: TracebackType | None = None
     abandoned: bool = False
     finished: bool = False
 
@@ -71,6 +73,7 @@ class _Flight(Generic[V]):
 class _Failure:
     error: BaseException
     until: float
+    traceback: TracebackType | None = None
 
 
 class SingleFlight(Generic[K, V]):
@@ -104,7 +107,7 @@ class SingleFlight(Generic[K, V]):
             failure = self._failures.get(key)
             if failure is not None:
                 if self._clock.monotonic() < failure.until:
-                    raise failure.error
+                    raise failure.error.with_traceback(failure.traceback)
                 del self._failures[key]
             flight = self._flights.get(key)
             if flight is None:
@@ -117,7 +120,7 @@ class SingleFlight(Generic[K, V]):
             if flight.abandoned:
                 continue
             if flight.error is not None:
-                raise flight.error
+                raise flight.error.with_traceback(flight.traceback)
             return flight.value  # type: ignore[return-value]
 
     async def _lead(self, key: K, work: Callable[[], Awaitable[V]]) -> V:
@@ -131,10 +134,10 @@ class SingleFlight(Generic[K, V]):
             flight.abandoned = True
             raise
         except Exception as exc:
-            flight.error = exc
+            flight.error, flight.traceback = exc, exc.__traceback__
             ttl = self._ttl_for(exc)
             if ttl > 0:
-                self._failures[key] = _Failure(exc, self._clock.monotonic() + ttl)
+                self._failures[key] = _Failure(exc, self._clock.monotonic() + ttl, exc.__traceback__)
             raise
         except BaseException:
             flight.abandoned = True

@@ -188,7 +188,7 @@ def parse_token_response(response: HttpResponse) -> TokenResponse:
         raise MalformedResponseError(
             f"STS returned token_type {token_type[:20]!r} where {TOKEN_TYPE!r} was requested", endpoint=TOKEN
         )
-    expires_in = seconds(obj, "expires_in", endpoint=TOKEN, required=True)
+    expires_in = seconds(obj, "expires_in", endpoint=TOKEN, required=True, minimum=1)
     assert expires_in is not None
     return TokenResponse(
         access_token=require_str(obj, "access_token", endpoint=TOKEN),

@@ -253,13 +253,6 @@ async def test_row52_outage_storm_runs_one_retry_sequence_and_replays_its_error(
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: src/msiv2_async/_singleflight.py SingleFlight.run() re-raises the one stored exception "
-    "object (`raise failure.error`, `raise flight.error`); each replay prepends the raising frames to its "
-    "__traceback__ and keeps them alive, so memory grows with every fail-fast call of a window (row 52: "
-    "60 011 frames after 11 000 replays)",
-)
 async def test_replayed_error_keeps_a_bounded_traceback(
     emulator: Emulator, client_kwargs: dict[str, Any]
 ) -> None:

@@ -368,14 +368,7 @@ async def test_row44_token_bound_to_another_certificate_is_typed_and_not_cached(
     [
         {"access_token": REMOVE},
         {"access_token": ""},
-        pytest.param(
-            {"expires_in": 0},
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="bug: src/msiv2_async/_json.py seconds() accepts expires_in 0, so a token that is "
-                "already expired is returned instead of a typed error",
-            ),
-        ),
+        {"expires_in": 0},
         {"expires_in": -5},
         {"expires_in": "abc"},
         {"expires_in": 10**12},
