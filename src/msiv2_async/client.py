@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import os
 import uuid
@@ -16,20 +14,17 @@ import anyio.lowlevel
 import httpx
 from anyio.abc import TaskGroup
 
-from . import _binding, _flow, _imds, _sts
+from . import _flow, _imds, _sts
+from ._bindings import BindingKeeper
 from ._cache import CachePolicy, CacheStats, TokenCache, TokenKey
 from ._clock import Clock, SystemClock, utc
 from ._driver import EffectRunner, Step
-from ._effects import OpenKey
 from ._errors import (
-    BackendError,
-    CertificateIssuanceError,
     ConfigurationError,
     MsiV2Error,
     MsiV2TimeoutError,
     MsiV2UnavailableError,
     TokenRequestError,
-    UntrustedEndpointError,
 )
 from ._logging import get_logger
 from ._models import (
@@ -46,7 +41,7 @@ from ._redact import fingerprint
 from ._resource import ResourceGuardTransport
 from ._retry import DEFAULT_RETRY, RetryPolicy
 from ._singleflight import SingleFlight
-from ._store import CACHE_DIR_ENV, BindingStore, FileBindingStore, PersistedBinding
+from ._store import CACHE_DIR_ENV, BindingStore, FileBindingStore
 from .backends import KeyBackend, TlsSettings, get_backend
 
 DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
@@ -145,7 +140,9 @@ class MsiV2Client:
             self._policy = CachePolicy(renewal_fraction=renewal_fraction)
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
-        self._store = store or self._default_store(cache_dir or env.get(CACHE_DIR_ENV), backend_instance, env)
+        binding_store = store or self._default_store(
+            cache_dir or env.get(CACHE_DIR_ENV), backend_instance, env
+        )
         tls = TlsSettings(
             ca_bundle=ca_bundle or env.get(CA_BUNDLE_ENV) or None,
             proxy=_environment_proxy(env) if proxy_from_environment else None,
@@ -162,11 +159,21 @@ class MsiV2Client:
             proxy_from_environment,
         )
         self._timeout = timeout
-        self._binding: Binding | None = None
         self._tokens = TokenCache()
         self._hot = self._tokens.hot  # the warm path's view (the dict is only ever emptied, never replaced)
         self._wall_time = self._clock.time
-        self._mints: SingleFlight[str, Binding] = SingleFlight(self._clock, failure_cache_seconds)
+        self._stats = CacheStats()
+        self._bindings = BindingKeeper(
+            settings=self._settings,
+            runner=self._runner,
+            policy=self._policy,
+            clock=self._clock,
+            stats=self._stats,
+            tokens=self._tokens,
+            store=binding_store,
+            slot=self._slot,
+            failure_ttl=failure_cache_seconds,
+        )
         self._token_flights: SingleFlight[tuple[str, str, str | None], AnyToken] = SingleFlight(
             self._clock, failure_cache_seconds
         )
@@ -174,10 +181,8 @@ class MsiV2Client:
         self._capabilities: Capabilities | None = None
         self._min_strength = min_binding_strength
         self._min_rank = binding_rank(min_binding_strength)
-        self._stats = CacheStats()
         self._task_group: TaskGroup | None = None
         self._closed = False
-        self._persistence_warned = False
         self._loop: anyio.lowlevel.EventLoopToken | None = None
         self._pid = os.getpid()
 
@@ -224,6 +229,11 @@ class MsiV2Client:
         return self._stats.as_dict()
 
     @property
+    def _binding(self) -> Binding | None:
+        """The current binding certificate (for diagnostics and benchmarks)."""
+        return self._bindings.current
+
+    @property
     def _slot(self) -> str:
         attested = "1" if self._settings.attestation else "0"
         return (
@@ -255,7 +265,7 @@ class MsiV2Client:
             return
         self._closed = True
         self._tokens.clear()
-        self._binding = None
+        self._bindings.forget()
         task_group, self._task_group = self._task_group, None
         if self._foreign_context() is not None:
             self._runner.abandon()
@@ -370,7 +380,7 @@ class MsiV2Client:
     async def get_binding_certificate(self, *, timeout: float | None = None) -> BindingCertificate:
         """The current binding certificate, minting one if needed (no token is requested)."""
         self._check_context()
-        binding = await self._with_deadline(self._current_binding, timeout)
+        binding = await self._with_deadline(self._bindings.get, timeout)
         return binding.certificate
 
     async def resource_client(self, token: MtlsPopToken, **httpx_kwargs: Any) -> httpx.AsyncClient:
@@ -467,7 +477,7 @@ class MsiV2Client:
 
         A token that is not due is remembered for the warm path under the scope as ``spelled``.
         """
-        binding = self._binding if token_type == MTLS_POP else None
+        binding = self._bindings.current if token_type == MTLS_POP else None
         if token_type == MTLS_POP and binding is None:
             return None, False
         entry = self._tokens.get(self._token_key(token_type, scope, binding))
@@ -533,7 +543,7 @@ class MsiV2Client:
 
     async def _fetch_mtls_pop(self, scope: str, claims: str | None) -> AnyToken:
         self._stats.token_flights += 1
-        binding = await self._current_binding()
+        binding = await self._bindings.get()
         still_good = self._token_kept_through_failed_renewal(scope, binding) if claims is None else None
         if still_good is not None:
             return still_good
@@ -548,9 +558,9 @@ class MsiV2Client:
                 binding.certificate.thumbprint_sha256,
                 exc,
             )
-            binding = await self._current_binding(rejected=binding)
+            binding = await self._bindings.get(rejected=binding)
             token = await self._request_token(binding, scope, claims)
-        if claims is None and binding is self._binding:
+        if claims is None and binding is self._bindings.current:
             self._tokens.put(self._token_key(MTLS_POP, scope, binding), token)
         return token
 
@@ -583,144 +593,6 @@ class MsiV2Client:
             correlation_id,
         )
         return token
-
-    async def _current_binding(self, rejected: Binding | None = None) -> Binding:
-        """The binding to request tokens with: cached, persisted, or minted by one flight."""
-        if rejected is not None and self._binding is rejected:
-            await self._retire(rejected, persisted_too=True)
-        binding = self._binding
-        now = self._clock.time()
-        if binding is not None and not self._policy.certificate_due(binding, now):
-            return binding
-        try:
-            return await self._mints.run(self._slot, self._obtain_binding)
-        except MsiV2Error as exc:
-            if binding is None or rejected is not None or not self._policy.certificate_usable(binding, now):
-                raise
-            _log.warning(
-                "certificate renewal failed; using the current certificate until it expires: %s", exc
-            )
-            return binding
-
-    async def _obtain_binding(self) -> Binding:
-        """Under the cross-process lock: a persisted binding, else a new one that is then persisted.
-
-        Persistence is best effort: a store that cannot be locked, read or written is logged (once) and
-        the binding lives in memory only; the token is still returned.
-        """
-        async with contextlib.AsyncExitStack() as stack:
-            store = self._store
-            if store is not None:
-                try:
-                    await stack.enter_async_context(store.mint_lock(self._slot))
-                except (OSError, MsiV2Error) as exc:
-                    self._persistence_failed("lock the cache", exc)
-                    store = None
-            binding = await self._load_persisted(store) if store is not None else None
-            if binding is None:
-                binding = await self._mint()
-                if store is not None:
-                    await self._persist(store, binding)
-        await self._install(binding)
-        return binding
-
-    def _persistence_failed(self, action: str, error: BaseException) -> None:
-        level = logging.DEBUG if self._persistence_warned else logging.WARNING
-        self._persistence_warned = True
-        _log.log(level, "could not %s (%s); keeping the certificate in memory only", action, error)
-
-    async def _mint(self) -> Binding:
-        """A new binding; if the key fails (lost, per-boot key gone), the backend regenerates it once."""
-        try:
-            return await self._mint_once()
-        except BackendError as exc:
-            discard_key = getattr(self.backend, "discard_key", None)
-            if not callable(discard_key):
-                raise
-            _log.warning("the binding key failed (%s); regenerating it and minting once more", exc)
-            self._stats.key_regenerations += 1
-            await anyio.to_thread.run_sync(discard_key)
-            if self._binding is not None:
-                await self._retire(self._binding, persisted_too=True)
-            return await self._mint_once()
-
-    async def _mint_once(self) -> Binding:
-        self._stats.certificate_mints += 1
-        correlation_id = str(uuid.uuid4())
-        flow = _flow.new_binding(self._settings, correlation_id, utc(self._clock.time()))
-        binding = await self._runner.run(flow, correlation_id)
-        _log.info(
-            "IMDS issued certificate %s for %s, valid until %s",
-            binding.certificate.thumbprint_sha256,
-            self.identity.describe(),
-            binding.certificate.not_after.isoformat(),
-        )
-        return binding
-
-    async def _persist(self, store: BindingStore, binding: Binding) -> None:
-        persisted = PersistedBinding(
-            certificate_der=binding.certificate.der,
-            client_id=binding.client_id,
-            tenant_id=binding.tenant_id,
-            mtls_authentication_endpoint=binding.token_endpoint.removesuffix(
-                f"/{binding.tenant_id}/oauth2/v2.0/token"
-            ),
-            attested=binding.attested,
-        )
-        try:
-            await store.save(self._slot, persisted)
-        except (OSError, MsiV2Error) as exc:
-            self._persistence_failed("persist the certificate", exc)
-
-    async def _load_persisted(self, store: BindingStore) -> Binding | None:
-        """A persisted binding that is valid, fresh, for our key and for an allowed endpoint; else None."""
-        try:
-            persisted = await store.load(self._slot)
-        except (OSError, MsiV2Error) as exc:
-            self._persistence_failed("read the cache", exc)
-            return None
-        if persisted is None:
-            return None
-        now = self._clock.time()
-        key = await self._runner.perform(OpenKey(_flow.key_name(persisted.client_id)), "")
-        try:
-            certificate = _binding.certificate_for_key(
-                persisted.certificate_der, key, backend=self.backend.name, now=utc(now)
-            )
-            endpoint = _sts.token_endpoint(
-                persisted.mtls_authentication_endpoint,
-                persisted.tenant_id,
-                self._settings.allowed_token_hosts,
-            )
-        except (CertificateIssuanceError, UntrustedEndpointError) as exc:
-            _log.warning("discarding the persisted certificate (orphaned or invalid): %s", exc)
-            await self._forget_persisted(store)
-            return None
-        binding = Binding(certificate, persisted.client_id, persisted.tenant_id, endpoint, persisted.attested)
-        if self._policy.certificate_due(binding, now) or binding.attested != self._settings.attestation:
-            return None
-        self._stats.persisted_certificates_loaded += 1
-        return binding
-
-    async def _install(self, binding: Binding) -> None:
-        previous, self._binding = self._binding, binding
-        if previous is not None and previous is not binding:
-            await self._retire(previous, persisted_too=False)
-
-    async def _retire(self, binding: Binding, *, persisted_too: bool) -> None:
-        if self._binding is binding:
-            self._binding = None
-        thumbprint = binding.certificate.thumbprint_sha256
-        self._tokens.drop_certificate(lambda candidate: candidate == thumbprint)
-        await self._runner.retire_certificate(thumbprint)
-        if persisted_too and self._store is not None:
-            await self._forget_persisted(self._store)
-
-    async def _forget_persisted(self, store: BindingStore) -> None:
-        try:
-            await store.delete(self._slot)
-        except (OSError, MsiV2Error) as exc:
-            self._persistence_failed("delete the persisted certificate", exc)
 
 
 __all__ = ["DEFAULT_SCOPE", "MsiV2Client", "Step"]

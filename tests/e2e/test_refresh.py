@@ -39,7 +39,7 @@ async def _settle(client: MsiV2Client) -> None:
     """Let background refreshes started by the last call run to completion."""
     for _ in range(200):
         await anyio.sleep(0.01)
-        if not client._token_flights._flights and not client._mints._flights:
+        if not client._token_flights._flights and not client._bindings.minting:
             return
 
 
