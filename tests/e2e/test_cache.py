@@ -30,15 +30,6 @@ INVALID_CLIENT = Fault(
 )
 
 
-@pytest.fixture
-def client_kwargs(emulator: Emulator) -> dict[str, Any]:
-    return {
-        "imds_endpoint": emulator.imds_url,
-        "ca_bundle": emulator.ca_bundle_path,
-        "allowed_token_hosts": [emulator.allowed_token_host],
-    }
-
-
 def _network_counts(emulator: Emulator) -> tuple[int, int, int]:
     stats = emulator.stats
     return stats["getplatformmetadata"], stats["issuecredential"], stats["token"]

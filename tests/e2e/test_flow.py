@@ -28,15 +28,6 @@ from msiv2_async.emulator import Emulator, Fault
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def client_kwargs(emulator: Emulator) -> dict[str, Any]:
-    return {
-        "imds_endpoint": emulator.imds_url,
-        "ca_bundle": emulator.ca_bundle_path,
-        "allowed_token_hosts": [emulator.allowed_token_host],
-    }
-
-
 def _common_name(certificate_der: bytes) -> str:
     certificate = x509.load_der_x509_certificate(certificate_der)
     return str(certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)

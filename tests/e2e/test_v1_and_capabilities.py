@@ -21,15 +21,6 @@ from msiv2_async.emulator import Emulator, Fault
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def client_kwargs(emulator: Emulator) -> dict[str, Any]:
-    return {
-        "imds_endpoint": emulator.imds_url,
-        "ca_bundle": emulator.ca_bundle_path,
-        "allowed_token_hosts": [emulator.allowed_token_host],
-    }
-
-
 async def test_bearer_request_goes_to_msi_v1_and_is_cached(
     emulator: Emulator, client_kwargs: dict[str, Any]
 ) -> None:

@@ -5,25 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from integration_kit import ResourceLog
 
 from msiv2_async import FakeClock
 from msiv2_async.emulator import Emulator
-
-
-@pytest.fixture(scope="session")
-def running_emulator() -> Iterator[Emulator]:
-    with Emulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def emulator(running_emulator: Emulator) -> Emulator:
-    running_emulator.reset()
-    return running_emulator
 
 
 @pytest.fixture
@@ -51,12 +38,3 @@ def resource_log(emulator: Emulator) -> ResourceLog:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(start=time.time())
-
-
-@pytest.fixture
-def client_kwargs(emulator: Emulator) -> dict[str, Any]:
-    return {
-        "imds_endpoint": emulator.imds_url,
-        "ca_bundle": emulator.ca_bundle_path,
-        "allowed_token_hosts": [emulator.allowed_token_host],
-    }
