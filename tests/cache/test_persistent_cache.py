@@ -18,7 +18,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import random
 import shutil
 import signal
 import stat
@@ -43,7 +42,6 @@ from msiv2_async import (
     _store,
 )
 from msiv2_async._binding import cnf_thumbprint
-from msiv2_async._files import read_private_file
 from msiv2_async.emulator import Emulator
 
 HERE = Path(__file__).resolve().parent
@@ -332,60 +330,17 @@ async def test_a_lock_that_is_never_released_delays_the_mint_only_by_the_lock_ti
 def test_two_hundred_kills_during_writes_never_leave_a_partial_file(tmp_path: Path) -> None:
     directory = tmp_path / "cache"
     directory.mkdir(mode=0o700)
-    target = directory / "binding-kill-test.json"
-    helper = subprocess.Popen(
-        [sys.executable, str(WRITER), str(target), str(64 * 1024)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        bufsize=1,
-        env=_child_env(),
+    report = writer_protocol.kill_during_writes(
+        directory, max_cycles=200, budget_seconds=120.0, seed=8705, env=_child_env()
     )
-    assert helper.stdin is not None
-    assert helper.stdout is not None
-    rng = random.Random(8705)
-    try:
-        assert helper.stdout.readline() == "ready\n"
-        latest = (-1, -1)
-        kills_mid_write = 0
-        temporaries = 0
-        for cycle in range(200):
-            helper.stdin.write(f"go {cycle}\n")
-            helper.stdin.flush()
-            kind, pid = helper.stdout.readline().split()
-            assert kind == "pid"
-            time.sleep(rng.uniform(0.0, 0.006))
-            os.kill(int(pid), signal.SIGKILL)
-            assert helper.stdout.readline() == f"dead {int(signal.SIGKILL)}\n"
-
-            names = os.listdir(directory)
-            leftovers = [name for name in names if name.startswith(".tmp-")]
-            assert set(names) - set(leftovers) <= {target.name}
-            # A kill leaves at most the one temporary file its writer had open.
-            assert len(leftovers) - temporaries in (0, 1)
-            kills_mid_write += len(leftovers) - temporaries
-            temporaries = len(leftovers)
-
-            data = read_private_file(str(target))  # refuses anything but a regular 0600 file of ours
-            if data is None:
-                assert not target.exists(), "the target exists but is not a private regular file"
-                assert latest == (-1, -1), "the target disappeared after a complete write"
-                continue
-            assert _mode(target) == 0o600
-            version = writer_protocol.parse_payload(data)  # raises on a partial or mixed payload
-            assert version >= latest, "an older payload replaced a newer one"
-            latest = version
-        helper.stdin.write("quit\n")
-        helper.stdin.flush()
-        assert helper.wait(timeout=10) == 0
-    finally:
-        if helper.poll() is None:
-            helper.kill()
-            helper.wait()
-    # The test exercised what it claims: writes completed, and kills landed in the middle of writes.
-    assert latest[0] >= 100
-    assert kills_mid_write >= 20
-    assert temporaries == kills_mid_write
+    assert report.cycles == 200
+    assert (report.partial, report.regressions, report.foreign_files) == (0, 0, 0)
+    assert report.modes <= {0o600}
+    # The test exercised what it claims: writes completed, and kills landed in the middle of writes;
+    # each such kill leaves at most the one temporary file its writer had open.
+    assert report.latest[0] >= 100
+    assert report.kills_mid_write >= 20
+    assert report.temporaries == report.kills_mid_write
 
 
 # -- A.4 file safety -----------------------------------------------------------------------------------

@@ -51,7 +51,6 @@ from msiv2_async import (
     create_mtls_client,
 )
 from msiv2_async._binding import cnf_thumbprint
-from msiv2_async._files import read_private_file
 from msiv2_async.backends import software
 from msiv2_async.emulator import Emulator, Fault
 
@@ -612,63 +611,18 @@ def _load_writer() -> Any:
 def test_row58_kill_9_during_writes_leaves_the_old_or_the_new_file_never_a_partial_one(
     tmp_path: Path,
 ) -> None:
-    writer = _load_writer()
     directory = tmp_path / "cache"
     directory.mkdir(mode=0o700)
-    target = directory / "binding-kill-test.json"
-    helper = subprocess.Popen(
-        [sys.executable, str(WRITER), str(target), str(64 * 1024)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        bufsize=1,
-        env=_child_env(),
+    report = _load_writer().kill_during_writes(
+        directory, max_cycles=200, budget_seconds=15.0, seed=58, env=_child_env()
     )
-    assert helper.stdin is not None
-    assert helper.stdout is not None
-    rng = random.Random(58)
-    cycles = partial = kills_mid_write = temporaries = 0
-    latest = (-1, -1)
-    budget = time.monotonic() + 15.0
-    try:
-        assert helper.stdout.readline() == "ready\n"
-        while cycles < 200 and time.monotonic() < budget:
-            helper.stdin.write(f"go {cycles}\n")
-            helper.stdin.flush()
-            kind, pid = helper.stdout.readline().split()
-            assert kind == "pid"
-            time.sleep(rng.uniform(0.0, 0.006))
-            os.kill(int(pid), signal.SIGKILL)
-            assert helper.stdout.readline() == f"dead {int(signal.SIGKILL)}\n"
-            cycles += 1
-            leftovers = [name for name in os.listdir(directory) if name.startswith(".tmp-")]
-            kills_mid_write += len(leftovers) - temporaries
-            temporaries = len(leftovers)
-            data = read_private_file(str(target))
-            if data is None:
-                assert latest == (-1, -1), "the target disappeared after a complete write"
-                continue
-            try:
-                version = writer.parse_payload(data)
-            except ValueError:
-                partial += 1
-                continue
-            assert version >= latest
-            latest = version
-        helper.stdin.write("quit\n")
-        helper.stdin.flush()
-        assert helper.wait(timeout=10) == 0
-    finally:
-        if helper.poll() is None:
-            helper.kill()
-            helper.wait()
-    assert partial == 0
-    assert cycles >= 100
-    assert kills_mid_write >= 1  # kills did land inside writes
+    assert (report.partial, report.regressions) == (0, 0)
+    assert report.cycles >= 100
+    assert report.kills_mid_write >= 1  # kills did land inside writes
     record(
         "files",
         "kill -9 during write: cycles / partial files / kills inside a write",
-        f"{cycles} / {partial} / {kills_mid_write}",
+        f"{report.cycles} / {report.partial} / {report.kills_mid_write}",
     )
 
 
