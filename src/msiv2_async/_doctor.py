@@ -39,6 +39,7 @@ import anyio
 import anyio.to_thread
 
 from . import _http, _imds, _imds_v1, _sts
+from ._cli_options import add_endpoint_options, add_identity_options
 from ._effects import HttpRequest, HttpResponse, TransportFailure
 from ._errors import ConfigurationError, MsiV2Error, MsiV2TimeoutError
 from ._models import Capabilities, ManagedIdentity, ManagedIdentitySource
@@ -583,21 +584,8 @@ def add_parser(commands: Any) -> None:
         default=DEFAULT_TIMEOUT,
         help="bound on the whole run in seconds (%(default)s)",
     )
-    parser.add_argument("--imds-endpoint", help="IMDS base URL (default: $AZURE_POD_IDENTITY_AUTHORITY_HOST)")
-    identity = parser.add_mutually_exclusive_group()
-    identity.add_argument("--client-id", help="user-assigned identity by client id")
-    identity.add_argument("--object-id", help="user-assigned identity by object id")
-    identity.add_argument("--resource-id", help="user-assigned identity by ARM resource id")
-    parser.add_argument(
-        "--backend", help="key backend name (default: $MSIV2_ASYNC_BACKEND or the best viable)"
-    )
-    parser.add_argument(
-        "--allowed-token-host",
-        action="append",
-        default=[],
-        help="extra allowed STS host pattern, repeatable ($MSIV2_ASYNC_ALLOWED_TOKEN_HOSTS)",
-    )
-    parser.add_argument("--ca-bundle", help="extra PEM CAs for the STS and resource ($MSIV2_ASYNC_CA_BUNDLE)")
+    add_endpoint_options(parser)
+    add_identity_options(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="DEBUG logs of msiv2_async on stderr")
 
 

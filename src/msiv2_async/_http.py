@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 
@@ -42,13 +42,18 @@ _CLIENT_CERTIFICATE_ALERTS = frozenset(
 )
 
 
-def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and its causes (``__cause__``, else ``__context__``), at most 10 deep."""
     seen: BaseException | None = exc
     for _ in range(10):
-        if seen is None or isinstance(seen, kind):
-            return seen
+        if seen is None:
+            return
+        yield seen
         seen = seen.__cause__ or seen.__context__
-    return None
+
+
+def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    return next((e for e in _chain(exc) if isinstance(e, kind)), None)
 
 
 def _client_certificate_alert(exc: BaseException) -> bool:
@@ -57,13 +62,8 @@ def _client_certificate_alert(exc: BaseException) -> bool:
     Either an OpenSSL alert of that kind, or any exception in the chain that says so with a true
     ``client_certificate_rejected`` attribute (how a native transport such as WinHTTP reports it).
     """
-    seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None:
-            break
-        if getattr(seen, "client_certificate_rejected", False) is True:
-            return True
-        seen = seen.__cause__ or seen.__context__
+    if any(getattr(e, "client_certificate_rejected", False) is True for e in _chain(exc)):
+        return True
     cause = _cause(exc, ssl.SSLError)
     if cause is None or isinstance(cause, ssl.SSLCertVerificationError):
         return False

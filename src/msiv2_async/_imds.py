@@ -23,7 +23,7 @@ API_VERSION = "2.0"
 METADATA = "getplatformmetadata"
 ISSUE_CREDENTIAL = "issuecredential"
 
-_WIRE_SELECTOR = {"client_id": "client_id", "object_id": "object_id", "resource_id": "mi_res_id"}
+V2_SELECTOR = {"client_id": "client_id", "object_id": "object_id", "resource_id": "mi_res_id"}
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 USER_AGENT = "msiv2-async"
 
@@ -53,10 +53,16 @@ def resolve_endpoint(explicit: str | None, environ: Mapping[str, str]) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _url(base: str, path: str, identity: ManagedIdentity) -> str:
-    query = [("cred-api-version", API_VERSION)]
-    if identity.selector is not None and identity.value is not None:
-        query.append((_WIRE_SELECTOR[identity.selector], identity.value))
+def selector_query(identity: ManagedIdentity, names: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The identity's query parameter under its wire name in ``names`` (none for system-assigned)."""
+    if identity.selector is None or identity.value is None:
+        return []
+    return [(names[identity.selector], identity.value)]
+
+
+def v2_url(base: str, path: str, identity: ManagedIdentity) -> str:
+    """An IMDS v2 URL: ``cred-api-version=2.0`` first, then the identity selector."""
+    query = [("cred-api-version", API_VERSION), *selector_query(identity, V2_SELECTOR)]
     return f"{base}{path}?{urlencode(query)}"
 
 
@@ -70,7 +76,7 @@ def metadata_request(base: str, identity: ManagedIdentity, correlation_id: str) 
         target="imds",
         endpoint=METADATA,
         method="GET",
-        url=_url(base, METADATA_PATH, identity),
+        url=v2_url(base, METADATA_PATH, identity),
         headers=_headers(correlation_id),
         connect_timeout=2.0,
         read_timeout=10.0,
@@ -88,7 +94,7 @@ def issue_credential_request(
         target="imds",
         endpoint=ISSUE_CREDENTIAL,
         method="POST",
-        url=_url(base, ISSUE_CREDENTIAL_PATH, identity),
+        url=v2_url(base, ISSUE_CREDENTIAL_PATH, identity),
         headers={**_headers(correlation_id), "Content-Type": "application/json"},
         body=json.dumps(payload, separators=(",", ":")).encode("ascii"),
         connect_timeout=2.0,

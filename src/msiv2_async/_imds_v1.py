@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 
 from ._effects import HttpRequest, HttpResponse
 from ._errors import MalformedResponseError
-from ._imds import API_VERSION, METADATA_PATH, USER_AGENT
+from ._imds import METADATA_PATH, USER_AGENT, selector_query, v2_url
 from ._json import parse_object, require_str, seconds
 from ._models import ManagedIdentity, TokenResponse
 
@@ -17,7 +17,6 @@ V1_PATH = "/metadata/identity/oauth2/token"
 V1_API_VERSION = "2018-02-01"
 BEARER = "Bearer"
 _V1_SELECTOR = {"client_id": "client_id", "object_id": "object_id", "resource_id": "msi_res_id"}
-_V2_SELECTOR = {"client_id": "client_id", "object_id": "object_id", "resource_id": "mi_res_id"}
 
 
 def resource_of(scope: str) -> str:
@@ -25,18 +24,12 @@ def resource_of(scope: str) -> str:
     return scope.removesuffix("/.default")
 
 
-def _selector(identity: ManagedIdentity, names: dict[str, str]) -> list[tuple[str, str]]:
-    if identity.selector is None or identity.value is None:
-        return []
-    return [(names[identity.selector], identity.value)]
-
-
 def token_request(base: str, identity: ManagedIdentity, scope: str, correlation_id: str) -> HttpRequest:
     """``GET /metadata/identity/oauth2/token`` for ``scope``'s resource (``msi_res_id`` for resource ids)."""
     query = [
         ("api-version", V1_API_VERSION),
         ("resource", resource_of(scope)),
-        *_selector(identity, _V1_SELECTOR),
+        *selector_query(identity, _V1_SELECTOR),
     ]
     return HttpRequest(
         target="imds",
@@ -72,13 +65,12 @@ def probe_requests(
 ) -> tuple[HttpRequest, HttpRequest]:
     """The v2 and v1 probes: deliberately without ``Metadata``, so a real IMDS answers 400."""
     headers = {"x-ms-client-request-id": correlation_id, "User-Agent": USER_AGENT}
-    v2_query = [("cred-api-version", API_VERSION), *_selector(identity, _V2_SELECTOR)]
-    v1_query = [("api-version", V1_API_VERSION), *_selector(identity, _V1_SELECTOR)]
+    v1_query = [("api-version", V1_API_VERSION), *selector_query(identity, _V1_SELECTOR)]
 
     def probe(endpoint: str, url: str) -> HttpRequest:
         return HttpRequest("imds", endpoint, "GET", url, headers, connect_timeout=1.0, read_timeout=3.0)
 
     return (
-        probe(PROBE_V2, f"{base}{METADATA_PATH}?{urlencode(v2_query)}"),
+        probe(PROBE_V2, v2_url(base, METADATA_PATH, identity)),
         probe(PROBE_V1, f"{base}{V1_PATH}?{urlencode(v1_query)}"),
     )

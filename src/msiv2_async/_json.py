@@ -24,26 +24,19 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _nesting_exceeds_limit(text: str) -> bool:
-    depth = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > MAX_DEPTH:
-                return True
-        elif char in "]}":
-            depth -= 1
-    return False
+def _nesting_exceeds_limit(value: Any) -> bool:
+    """Whether the parsed ``value`` nests containers deeper than :data:`MAX_DEPTH` (walks containers only)."""
+    level: list[Any] = [value]
+    for _ in range(MAX_DEPTH):
+        level = [
+            child
+            for container in level
+            for child in (container.values() if isinstance(container, dict) else container)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return True
 
 
 def parse_object(body: bytes, *, endpoint: str) -> dict[str, Any]:
@@ -54,8 +47,6 @@ def parse_object(body: bytes, *, endpoint: str) -> dict[str, Any]:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise MalformedResponseError(f"{endpoint} response is not UTF-8", endpoint=endpoint) from None
-    if _nesting_exceeds_limit(text):
-        raise MalformedResponseError(f"{endpoint} response nests deeper than {MAX_DEPTH}", endpoint=endpoint)
     try:
         value = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
@@ -65,6 +56,8 @@ def parse_object(body: bytes, *, endpoint: str) -> dict[str, Any]:
         ) from None
     if not isinstance(value, dict):
         raise MalformedResponseError(f"{endpoint} response is not a JSON object", endpoint=endpoint)
+    if _nesting_exceeds_limit(value):
+        raise MalformedResponseError(f"{endpoint} response nests deeper than {MAX_DEPTH}", endpoint=endpoint)
     return value
 
 

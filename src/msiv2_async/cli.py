@@ -28,6 +28,7 @@ import anyio
 import httpx
 
 from . import _binding
+from ._cli_options import add_endpoint_options, add_identity_options
 from ._driver import Step
 from ._errors import MsiV2Error
 from ._models import MtlsPopToken
@@ -112,13 +113,7 @@ def _add_common_options(parser: argparse.ArgumentParser, *, resource_default: st
         "-ShowFullToken", "--show-full-token", action="store_true", help="print the whole access token"
     )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    identity = parser.add_mutually_exclusive_group()
-    identity.add_argument("--client-id", help="user-assigned identity by client id")
-    identity.add_argument("--object-id", help="user-assigned identity by object id")
-    identity.add_argument("--resource-id", help="user-assigned identity by ARM resource id")
-    parser.add_argument(
-        "--backend", help="key backend name (default: $MSIV2_ASYNC_BACKEND or the best viable)"
-    )
+    add_identity_options(parser)
     parser.add_argument(
         "--attestation",
         action=argparse.BooleanOptionalAction,
@@ -136,14 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     token = commands.add_parser("token", help="acquire a token from the real IMDS", allow_abbrev=False)
     _add_common_options(token, resource_default=DEFAULT_RESOURCE_URL)
-    token.add_argument("--imds-endpoint", help="IMDS base URL (default: $AZURE_POD_IDENTITY_AUTHORITY_HOST)")
-    token.add_argument("--ca-bundle", help="extra PEM CAs for the STS and resource ($MSIV2_ASYNC_CA_BUNDLE)")
-    token.add_argument(
-        "--allowed-token-host",
-        action="append",
-        default=[],
-        help="extra allowed STS host pattern, repeatable ($MSIV2_ASYNC_ALLOWED_TOKEN_HOSTS)",
-    )
+    add_endpoint_options(token)
     demo = commands.add_parser(
         "demo", help="run the flow against the in-process emulator", allow_abbrev=False
     )
