@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -71,17 +72,23 @@ def test_threads_keep_calling_the_resource_across_a_certificate_rotation(
     resource_log: ResourceLog,
 ) -> None:
     statuses: list[int] = []
+    halfway = threading.Barrier(5)  # four workers and this thread
     with MsiV2SyncClient(**client_kwargs, clock=clock) as client, client.http_client(SCOPE) as http:
 
         def worker(_: int) -> None:
-            for _ in range(10):
+            for request in range(10):
+                if request == 3:
+                    halfway.wait(timeout=30)  # hold until the rotation below has completed
                 statuses.append(http.get(emulator.resource_url).status_code)
 
         with ThreadPoolExecutor(4) as pool:
             futures = [pool.submit(worker, i) for i in range(4)]
-            while len(statuses) < 12:
-                threading.Event().wait(0.01)
+            old = client.acquire_token(SCOPE).binding_certificate
             rotate()
+            deadline = time.monotonic() + 20
+            while client.acquire_token(SCOPE).binding_certificate == old and time.monotonic() < deadline:
+                threading.Event().wait(0.01)  # the first call after rotate() starts the background renewal
+            halfway.wait(timeout=30)
             for future in futures:
                 future.result()
     entries = resource_log.entries()
